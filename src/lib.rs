@@ -1,0 +1,8 @@
+//! whatsip: a SIP-to-WhatsApp gateway.
+//!
+//! The folders are the architecture (see `docs/architecture.md`): sans-IO protocol cores
+//! (`sip`, `media`, `call`) driven by `handle_*(now, …)` / `poll_*()`, and one thin tokio
+//! shell (`transport`, `media::io`, `api`) that owns every socket.
+#![forbid(unsafe_code)]
+
+pub mod cli;
