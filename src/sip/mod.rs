@@ -3,4 +3,5 @@
 pub mod header;
 pub mod message;
 pub mod method;
+pub mod transaction;
 pub mod uri;
