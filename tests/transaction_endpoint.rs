@@ -38,6 +38,7 @@ fn udp(addr: &str) -> Source {
     Source {
         transport: TransportKind::Udp,
         remote: addr.parse().unwrap(),
+        connection: None,
     }
 }
 
@@ -264,6 +265,7 @@ fn received_and_rport_are_stamped_and_used_for_responses() {
         Target {
             transport: TransportKind::Udp,
             destination: Destination::Addr("203.0.113.9:40123".parse().unwrap()),
+            connection: None,
         }
     );
     let Message::Response(r) = &t[0].message else {
@@ -308,12 +310,14 @@ fn response_target_rules_of_18_2_2() {
     let tcp = Source {
         transport: TransportKind::Tcp,
         remote: "198.51.100.1:53000".parse().unwrap(),
+        connection: Some(7),
     };
     let mut v = via("SIP/2.0/TCP 10.0.0.5:5060;branch=z9hG4bKx");
     stamp_via(&mut v, tcp);
     let t = response_target(&v, tcp);
     assert_eq!(t.transport, TransportKind::Tcp);
     assert_eq!(t.destination, addr("198.51.100.1:53000"));
+    assert_eq!(t.connection, Some(7), "same connection");
 }
 
 #[test]
@@ -501,6 +505,7 @@ fn peer_target() -> Target {
     Target {
         transport: TransportKind::Udp,
         destination: Destination::Addr(PEER.parse().unwrap()),
+        connection: None,
     }
 }
 

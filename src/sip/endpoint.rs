@@ -74,6 +74,8 @@ impl TransportKind {
 pub struct Source {
     pub transport: TransportKind,
     pub remote: SocketAddr,
+    /// The shell's id of the TCP/TLS connection it arrived on (opaque here).
+    pub connection: Option<u64>,
 }
 
 /// Where to send: an address, or a host name the shell resolves (RFC 3263).
@@ -89,6 +91,8 @@ pub struct Target {
     /// For TCP/TLS responses this is the peer of the connection the request came on, which
     /// the shell must reuse (§18.2.2) and only reopen to this address if it is gone.
     pub destination: Destination,
+    /// Prefer this connection (the one the request arrived on), else connect to `destination`.
+    pub connection: Option<u64>,
 }
 
 /// A message for the shell to send.
@@ -1112,6 +1116,7 @@ pub fn response_target(via: &Via, source: Source) -> Target {
         return Target {
             transport,
             destination: Destination::Addr(source.remote),
+            connection: source.connection,
         };
     }
     let default = default_port(&via.transport);
@@ -1126,6 +1131,7 @@ pub fn response_target(via: &Via, source: Source) -> Target {
                     port,
                 },
             },
+            connection: None,
         };
     }
     let port = match via.rport() {
@@ -1139,6 +1145,7 @@ pub fn response_target(via: &Via, source: Source) -> Target {
         return Target {
             transport,
             destination: Destination::Addr(SocketAddr::new(ip, port)),
+            connection: None,
         };
     }
     let destination = match &via.host {
@@ -1152,6 +1159,7 @@ pub fn response_target(via: &Via, source: Source) -> Target {
     Target {
         transport,
         destination,
+        connection: None,
     }
 }
 
