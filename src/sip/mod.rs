@@ -6,4 +6,5 @@ pub mod header;
 pub mod message;
 pub mod method;
 pub mod transaction;
+pub mod ua;
 pub mod uri;
