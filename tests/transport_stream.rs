@@ -316,3 +316,49 @@ async fn udp_round_trip_truncation_and_size_limit() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn concurrent_sends_share_one_connection_and_cap_is_enforced() {
+    let (t, _rx) = Transport::bind(Config {
+        tcp: vec![lo()],
+        max_connections: 1,
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let listener = TcpListener::bind(lo()).await.unwrap();
+    let target = Target::new(Kind::Tcp, listener.local_addr().unwrap());
+    let (a, b) = tokio::join!(
+        t.send(Outgoing::new(request("k1", ""), target.clone())),
+        t.send(Outgoing::new(request("k2", ""), target.clone())),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.conn, b.conn);
+    assert_eq!(t.stats().connected, 1);
+    let (mut peer, _) = timeout(WAIT, listener.accept()).await.unwrap().unwrap();
+    read_until(&mut peer, b"Call-ID: k2").await;
+
+    // The table is full: an inbound connection is dropped, an outbound one refused.
+    let mut extra = TcpStream::connect(t.local_addr(Kind::Tcp).unwrap())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let closed = timeout(WAIT, extra.read_to_end(&mut buf))
+        .await
+        .expect("dropped within bound");
+    assert!(closed.is_err() || buf.is_empty());
+    assert_eq!(t.stats().connections_rejected, 1);
+    let other = TcpListener::bind(lo()).await.unwrap();
+    let err = t
+        .send(Outgoing::new(
+            request("k3", ""),
+            Target::new(Kind::Tcp, other.local_addr().unwrap()),
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, TransportError::TooManyConnections(1)),
+        "{err:?}"
+    );
+    assert_eq!(err.sip_status(), 503);
+}

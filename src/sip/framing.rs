@@ -674,6 +674,45 @@ mod tests {
         }
 
         #[test]
+        fn chunking_invariance_on_arbitrary_bytes(
+            parts in prop::collection::vec(
+                prop_oneof![
+                    prop::collection::vec(any::<u8>(), 0..40),
+                    prop::sample::select(vec![
+                        b"\r\n".to_vec(), b"\r\n\r\n".to_vec(), b"\r".to_vec(),
+                        b"INVITE sip:a SIP/2.0\r\n".to_vec(), b"l: 3\r\n".to_vec(),
+                        b"Content-Length: 0\r\n".to_vec(), b"l:\r\n 1\r\n".to_vec(),
+                    ]),
+                ],
+                0..30,
+            ),
+            size in 1usize..50,
+        ) {
+            let data: Vec<u8> = parts.concat();
+            let limits = Limits { max_header: 128, max_body: 128 };
+            let run = |chunks: &mut dyn Iterator<Item = &[u8]>| {
+                let mut f = StreamFramer::new(limits);
+                let mut out = Vec::new();
+                for c in chunks {
+                    if let Err(e) = f.push(c) {
+                        return (out, Some(e.kind));
+                    }
+                    loop {
+                        match f.poll() {
+                            Ok(Some(fr)) => out.push(fr),
+                            Ok(None) => break,
+                            Err(e) => return (out, Some(e.kind)),
+                        }
+                    }
+                }
+                (out, None)
+            };
+            let whole = run(&mut std::iter::once(&data[..]));
+            let chunked = run(&mut data.chunks(size));
+            prop_assert_eq!(chunked, whole);
+        }
+
+        #[test]
         fn arbitrary_input_never_panics_and_stays_bounded(
             chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 0..20),
         ) {

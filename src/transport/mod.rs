@@ -20,6 +20,7 @@ pub mod table;
 pub mod tls;
 mod udp;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -374,6 +375,9 @@ fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Serializes connects to one (kind, address).
+type ConnectGate = Arc<tokio::sync::Mutex<()>>;
+
 struct Inner {
     config: Config,
     events: mpsc::Sender<Event>,
@@ -383,6 +387,8 @@ struct Inner {
     next_id: AtomicU64,
     counters: Counters,
     shutdown: watch::Sender<bool>,
+    /// One connect at a time per (kind, address).
+    connecting: Mutex<HashMap<(Kind, SocketAddr), ConnectGate>>,
 }
 
 impl Inner {
@@ -481,6 +487,7 @@ impl Transport {
             next_id: AtomicU64::new(1),
             counters: Counters::default(),
             shutdown,
+            connecting: Mutex::new(HashMap::new()),
         });
         for sock in udp {
             tokio::spawn(udp::recv_loop(inner.clone(), sock));
@@ -542,7 +549,7 @@ impl Transport {
                 {
                     return r;
                 }
-                let (id, entry) = stream::connect(&self.inner, &out.target).await?;
+                let (id, entry) = self.connect_once(&out.target).await?;
                 stream::send_on(&entry, id, out.bytes)
                     .await
                     .unwrap_or(Err(TransportError::Io {
@@ -551,6 +558,45 @@ impl Transport {
                     }))
             }
         }
+    }
+
+    /// Open a connection to `target`, or use the one another sender opened meanwhile: sends to
+    /// the same (kind, address) wait for a single connect instead of racing.
+    async fn connect_once(
+        &self,
+        target: &Target,
+    ) -> Result<(ConnId, table::Entry), TransportError> {
+        let key = (target.kind, target.addr);
+        let gate = self
+            .inner
+            .connecting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_default()
+            .clone();
+        let result = {
+            let _turn = gate.lock().await;
+            let existing = self
+                .inner
+                .table()
+                .lookup(target.kind, target.addr)
+                .map(|(id, e)| (id, e.clone()));
+            match existing {
+                Some(found) => Ok(found),
+                None => stream::connect(&self.inner, target).await,
+            }
+        };
+        let mut connecting = self
+            .inner
+            .connecting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Drop the gate once nobody else holds it (the map plus our clone).
+        if Arc::strong_count(&gate) <= 2 {
+            connecting.remove(&key);
+        }
+        result
     }
 
     /// Register `addr` (e.g. the Via sent-by of a request carrying `;alias`, RFC 5923) as
