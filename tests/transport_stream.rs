@@ -362,3 +362,42 @@ async fn concurrent_sends_share_one_connection_and_cap_is_enforced() {
     );
     assert_eq!(err.sip_status(), 503);
 }
+
+#[tokio::test]
+async fn send_completes_while_event_queue_is_full() {
+    let (t, mut rx) = Transport::bind(Config {
+        tcp: vec![lo()],
+        event_capacity: 1,
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let mut peer = TcpStream::connect(t.local_addr(Kind::Tcp).unwrap())
+        .await
+        .unwrap();
+    let mut burst = Vec::new();
+    for i in 0..5 {
+        burst.extend(request(&format!("q{i}"), ""));
+    }
+    peer.write_all(&burst).await.unwrap();
+    let first = next_message(&mut rx).await;
+    // Do not drain: the connection task is now blocked on a full queue; our send must still
+    // go out on that connection.
+    let sent = timeout(
+        WAIT,
+        t.send(Outgoing::reply_to(
+            &first,
+            &b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n"[..],
+        )),
+    )
+    .await
+    .expect("send not blocked by the full event queue")
+    .unwrap();
+    assert_eq!(sent.conn, first.conn);
+    read_until(&mut peer, b"200 OK").await;
+    for i in 1..5 {
+        let m = next_message(&mut rx).await;
+        let want = format!("Call-ID: q{i}\r\n");
+        assert!(m.bytes.windows(want.len()).any(|w| w == want.as_bytes()));
+    }
+}

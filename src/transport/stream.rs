@@ -271,6 +271,54 @@ async fn write<S: AsyncWrite + Unpin>(
     }
 }
 
+/// Carry out one command from the table (a write, or a close).
+async fn serve<S: AsyncWrite + Unpin>(
+    cmd: Option<Cmd>,
+    stream: &mut S,
+    state: &mut ConnectionState,
+    write_timeout: std::time::Duration,
+) {
+    match cmd {
+        Some(Cmd::Send { bytes, done }) => {
+            let r = write(stream, &bytes, write_timeout).await;
+            let now = Instant::now();
+            if r.is_ok() {
+                state.handle_message_sent(now);
+            } else {
+                state.handle_peer_closed(now);
+            }
+            let _ = done.send(r);
+        }
+        Some(Cmd::Close) | None => state.handle_close(Instant::now()),
+    }
+}
+
+/// Queue an event for the SIP layer; while the queue is full, keep writing what the SIP layer
+/// sends on this connection, so a SIP layer that awaits `send` before draining events cannot
+/// deadlock against this task.
+async fn emit_serving<S: AsyncWrite + Unpin>(
+    inner: &Inner,
+    ev: Event,
+    stream: &mut S,
+    state: &mut ConnectionState,
+    cmds: &mut mpsc::Receiver<Cmd>,
+) {
+    let mut emit = std::pin::pin!(inner.emit(ev));
+    let mut stop = inner.shutdown_rx();
+    let mut open = true;
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut emit => return,
+            () = stopped(&mut stop) => return state.handle_close(Instant::now()),
+            cmd = cmds.recv(), if open => {
+                open = cmd.is_some();
+                serve(cmd, stream, state, inner.config.write_timeout).await;
+            }
+        }
+    }
+}
+
 /// The connection task.
 async fn run<S>(
     inner: Arc<Inner>,
@@ -329,14 +377,15 @@ async fn run<S>(
                             match framer.poll() {
                                 Ok(Some(Frame::Message(bytes))) => {
                                     state.handle_message_received(now);
-                                    inner.emit(Event::Message(Incoming {
+                                    let ev = Event::Message(Incoming {
                                         bytes,
                                         source: entry.peer,
                                         local: entry.local,
                                         transport: entry.kind,
                                         conn: Some(id),
                                         tls: entry.tls.clone(),
-                                    })).await;
+                                    });
+                                    emit_serving(&inner, ev, &mut stream, &mut state, &mut cmds).await;
                                 }
                                 Ok(Some(Frame::Ping)) => state.handle_ping(now),
                                 Ok(Some(Frame::Pong)) => state.handle_pong(now),
@@ -348,30 +397,19 @@ async fn run<S>(
                             bump(&inner.counters.framing_errors);
                             tracing::info!(%id, peer = %entry.peer, %error, "framing error");
                             state.handle_framing_error(now, error.sip_status().is_some());
-                            inner.emit(Event::Malformed(Malformed {
+                            let ev = Event::Malformed(Malformed {
                                 error,
                                 source: entry.peer,
                                 local: entry.local,
                                 transport: entry.kind,
                                 conn: Some(id),
-                            })).await;
+                            });
+                            emit_serving(&inner, ev, &mut stream, &mut state, &mut cmds).await;
                         }
                     }
                 }
             }
-            cmd = cmds.recv() => match cmd {
-                Some(Cmd::Send { bytes, done }) => {
-                    let r = write(&mut stream, &bytes, cfg.write_timeout).await;
-                    let now = Instant::now();
-                    if r.is_ok() {
-                        state.handle_message_sent(now);
-                    } else {
-                        state.handle_peer_closed(now);
-                    }
-                    let _ = done.send(r);
-                }
-                Some(Cmd::Close) | None => state.handle_close(Instant::now()),
-            },
+            cmd = cmds.recv() => serve(cmd, &mut stream, &mut state, cfg.write_timeout).await,
             () = sleep => state.handle_timeout(Instant::now()),
             () = stopped(&mut shutdown) => state.handle_close(Instant::now()),
         }
