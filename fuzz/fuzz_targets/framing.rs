@@ -26,10 +26,15 @@ fn run(limits: Limits, chunks: &[&[u8]]) -> (Vec<Frame>, Option<FramingError>) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let limits = Limits { max_header: 512, max_body: 1024 };
+    let limits = Limits {
+        max_header: 512,
+        max_body: 1024,
+    };
     let _ = frame_datagram(Bytes::copy_from_slice(data), &limits);
     // First byte picks a chunk size; compare chunked against one-shot framing.
-    let Some((&n, rest)) = data.split_first() else { return };
+    let Some((&n, rest)) = data.split_first() else {
+        return;
+    };
     let size = usize::from(n).max(1);
     let chunks: Vec<&[u8]> = rest.chunks(size).collect();
     let (chunked, chunked_err) = run(limits, &chunks);

@@ -13,6 +13,56 @@
 //!   connections are closed. Timing lives in the sans-IO [`connection::ConnectionState`].
 //! - Memory is bounded: framer limits per connection, 64 KiB per UDP read, bounded queues.
 //! - The transport never parses or builds SIP headers beyond framing.
+//!
+//! Use from the SIP layer:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::path::Path;
+//! use whatsip::transport::{tls, Config, Event, Outgoing, Roots, Target, Transport};
+//!
+//! let (transport, mut events) = Transport::bind(Config {
+//!     udp: vec!["127.0.0.1:5080".parse()?],
+//!     tcp: vec!["127.0.0.1:5080".parse()?],
+//!     tls: vec!["127.0.0.1:5061".parse()?],
+//!     tls_server: Some(tls::server_config_from_pem_files(
+//!         Path::new("gw.pem"),
+//!         Path::new("gw.key"),
+//!     )?),
+//!     tls_client: Some(tls::client_config(&Roots::System)?),
+//!     ..Config::default()
+//! })
+//! .await?;
+//! while let Some(event) = events.recv().await {
+//!     match event {
+//!         Event::Message(m) => {
+//!             // Parse m.bytes; a Via with `;alias` lets the SIP layer register its sent-by:
+//!             if let Some(conn) = m.conn {
+//!                 transport.alias(conn, "127.0.0.1:5999".parse()?)?;
+//!             }
+//!             // Answer on the same connection / from the same UDP socket.
+//!             let response = b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec();
+//!             transport.send(Outgoing::reply_to(&m, response)).await?;
+//!             // A new request toward Meta: verified TLS, SNI wa.meta.vc, no ALPN.
+//!             let target = Target::tls("157.240.0.1:5061".parse()?, "wa.meta.vc");
+//!             let sent = transport.send(Outgoing::new(b"OPTIONS ...".to_vec(), target)).await;
+//!             if let Err(e) = sent {
+//!                 let _status = e.sip_status(); // 503 for connect/TLS failures
+//!             }
+//!         }
+//!         Event::Malformed(bad) => {
+//!             if let Some(status) = bad.error.sip_status() {
+//!                 // Build `status` from bad.error.header and send it with `conn: bad.conn`;
+//!                 // the connection closes right after.
+//!                 let _ = (status, bad.conn);
+//!             }
+//!         }
+//!         _ => {}
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod connection;
 mod stream;
