@@ -269,6 +269,11 @@ async fn udp_round_trip_truncation_and_size_limit() {
     let (t, mut rx, _) = tcp_transport(Timing::default()).await;
     let udp_addr = t.local_addr(Kind::Udp).unwrap();
     let peer = UdpSocket::bind(lo()).await.unwrap();
+    // A STUN keepalive (RFC 5626 §4.4.2) and a CRLF keepalive are not SIP: no event.
+    let mut stun = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+    stun.extend_from_slice(&[9; 12]);
+    peer.send_to(&stun, udp_addr).await.unwrap();
+    peer.send_to(b"\r\n\r\n", udp_addr).await.unwrap();
     // Body longer than Content-Length: truncated (RFC 3261 §18.3).
     let mut dgram = request("u1", "abc");
     dgram.extend_from_slice(b"JUNK");
@@ -279,6 +284,7 @@ async fn udp_round_trip_truncation_and_size_limit() {
     assert_eq!(m.conn, None);
     assert_eq!(m.source, peer.local_addr().unwrap());
     assert_eq!(m.local, udp_addr);
+    assert_eq!(t.stats().stun_ignored, 1);
     let reply = b"SIP/2.0 200 OK\r\nCall-ID: u1\r\nContent-Length: 0\r\n\r\n";
     let sent = t.send(Outgoing::reply_to(&m, &reply[..])).await.unwrap();
     assert_eq!(sent.local, udp_addr);

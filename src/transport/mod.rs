@@ -409,6 +409,8 @@ pub struct Stats {
     pub connected: u64,
     /// TLS handshakes that failed.
     pub handshake_failures: u64,
+    /// STUN keepalive datagrams ignored on UDP sockets.
+    pub stun_ignored: u64,
 }
 
 #[derive(Debug, Default)]
@@ -419,6 +421,7 @@ struct Counters {
     accepted: AtomicU64,
     connected: AtomicU64,
     handshake_failures: AtomicU64,
+    stun_ignored: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -693,6 +696,7 @@ impl Transport {
             accepted: get(&c.accepted),
             connected: get(&c.connected),
             handshake_failures: get(&c.handshake_failures),
+            stun_ignored: get(&c.stun_ignored),
         }
     }
 

@@ -69,6 +69,8 @@ pub(super) async fn accept_loop(inner: Arc<Inner>, kind: Kind, listener: TcpList
         }
         bump(&inner.counters.accepted);
         let _ = tcp.set_nodelay(true);
+        // The concrete address (not the wildcard) the peer reached.
+        let local = tcp.local_addr().unwrap_or(local);
         let inner = inner.clone();
         match kind {
             Kind::Tls => {

@@ -2,7 +2,7 @@
 //!
 //! Guarantees: reads use one 64 KiB buffer per socket; datagrams larger than the framing limits
 //! are dropped and counted; unframeable datagrams become [`Event::Malformed`]; CRLF keepalive
-//! datagrams are ignored; sends larger than `max_udp_message` fail with a typed error.
+//! datagrams and STUN keepalives are ignored; sends larger than `max_udp_message` fail with a typed error.
 //! UDP sockets are bound without `SO_REUSEADDR` (on Linux it would let a second process share
 //! the port and steal datagrams).
 
@@ -44,6 +44,11 @@ pub(super) async fn recv_loop(inner: Arc<Inner>, sock: Arc<UdpSocket>) {
             tracing::debug!(%source, len = n, "oversized datagram dropped");
             continue;
         }
+        if is_stun(data) {
+            // RFC 5626 §4.4.2 STUN keepalives share the SIP port; they are not SIP.
+            bump(&inner.counters.stun_ignored);
+            continue;
+        }
         match frame_datagram(Bytes::copy_from_slice(data), &limits) {
             Ok(Frame::Message(bytes)) => {
                 inner
@@ -75,6 +80,13 @@ pub(super) async fn recv_loop(inner: Arc<Inner>, sock: Arc<UdpSocket>) {
     }
 }
 
+/// A STUN message (RFC 5389 §6): top two bits zero and the magic cookie at offset 4.
+fn is_stun(data: &[u8]) -> bool {
+    data.len() >= 20
+        && data.first().is_some_and(|b| b & 0xC0 == 0)
+        && data.get(4..8) == Some(&[0x21, 0x12, 0xA4, 0x42][..])
+}
+
 pub(super) async fn send(inner: &Inner, out: &Outgoing) -> Result<Sent, TransportError> {
     let limit = inner.config.max_udp_message;
     if out.bytes.len() > limit {
@@ -104,4 +116,18 @@ pub(super) async fn send(inner: &Inner, out: &Outgoing) -> Result<Sent, Transpor
         conn: None,
         local: sock.1,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stun_is_recognised() {
+        let mut binding = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+        binding.extend_from_slice(&[7; 12]);
+        assert!(super::is_stun(&binding));
+        assert!(!super::is_stun(&binding[..19]));
+        assert!(!super::is_stun(
+            b"OPTIONS sip:a SIP/2.0\r\nContent-Length: 0\r\n\r\n"
+        ));
+    }
 }
