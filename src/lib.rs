@@ -8,3 +8,4 @@
 pub mod cli;
 pub mod redact;
 pub mod sip;
+pub mod transport;
