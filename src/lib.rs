@@ -6,4 +6,6 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod redact;
 pub mod sip;
+pub mod transport;
