@@ -33,7 +33,8 @@ use crate::sip::transaction::{
     ServerInvite, ServerInviteState, ServerKey, ServerNonInvite, TimerConfig, response_to,
 };
 use crate::sip::uri::Host;
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -224,12 +225,21 @@ struct ServerEntry {
 /// §8.2.2.2: From tag, Call-ID, CSeq (number and method).
 type MergeKey = (String, String, u32, Method);
 
+/// What a scheduled deadline belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Slot {
+    Client(TxnId),
+    Server(TxnId),
+    /// The 2xx retransmission of INVITE server transaction `TxnId`.
+    Pending(TxnId),
+}
+
+/// §13.3.1.4 ACK matching: Call-ID, CSeq number, To tag of the 2xx.
+type AckKey = (String, u32, String);
+
 #[derive(Debug)]
 struct Pending2xx {
-    id: TxnId,
-    call_id: String,
-    cseq: u32,
-    to_tag: String,
+    key: AckKey,
     response: Response,
     target: Target,
     next: Instant,
@@ -248,7 +258,12 @@ pub struct Endpoint {
     servers: HashMap<TxnId, ServerEntry>,
     server_keys: HashMap<ServerKey, TxnId>,
     merged: HashMap<MergeKey, ServerKey>,
-    pending_2xx: Vec<Pending2xx>,
+    pending_2xx: HashMap<TxnId, Pending2xx>,
+    pending_by_ack: HashMap<AckKey, TxnId>,
+    /// Deadlines, earliest first; an entry is live iff `scheduled[slot]` equals its instant
+    /// (superseded entries are skipped when popped).
+    heap: BinaryHeap<Reverse<(Instant, Slot)>>,
+    scheduled: HashMap<Slot, Instant>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
 }
@@ -264,7 +279,10 @@ impl Endpoint {
             servers: HashMap::new(),
             server_keys: HashMap::new(),
             merged: HashMap::new(),
-            pending_2xx: Vec::new(),
+            pending_2xx: HashMap::new(),
+            pending_by_ack: HashMap::new(),
+            heap: BinaryHeap::new(),
+            scheduled: HashMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -454,12 +472,13 @@ impl Endpoint {
             .to()
             .ok()
             .and_then(|t| t.tag().map(str::to_string));
-        if let Some(pos) = self.pending_2xx.iter().position(|p| {
-            Some(&p.call_id) == call_id.as_ref()
-                && Some(p.cseq) == seq
-                && Some(&p.to_tag) == to_tag.as_ref()
-        }) {
-            self.pending_2xx.remove(pos);
+        let ack_key = match (call_id, seq, to_tag) {
+            (Some(c), Some(n), Some(t)) => Some((c, n, t)),
+            _ => None,
+        };
+        if let Some(pid) = ack_key.and_then(|k| self.pending_by_ack.remove(&k)) {
+            self.pending_2xx.remove(&pid);
+            self.schedule(Slot::Pending(pid), None);
             self.events.push_back(Event::Ack {
                 request: Box::new(ack),
                 source,
@@ -618,10 +637,11 @@ impl Endpoint {
                     .map(str::to_string)
                     .unwrap_or_default();
                 Some(Pending2xx {
-                    id,
-                    call_id: req.headers.call_id()?.to_string(),
-                    cseq: req.headers.cseq()?.seq,
-                    to_tag,
+                    key: (
+                        req.headers.call_id()?.to_string(),
+                        req.headers.cseq()?.seq,
+                        to_tag,
+                    ),
                     response: response.clone(),
                     target: e.target.clone(),
                     next: now + t1,
@@ -635,9 +655,17 @@ impl Endpoint {
             return Err(EndpointError::InvalidState);
         }
         if let Some(p) = pending {
-            self.pending_2xx
-                .retain(|q| !(q.call_id == p.call_id && q.cseq == p.cseq && q.to_tag == p.to_tag));
-            self.pending_2xx.push(p);
+            if let Some(old) = self.pending_by_ack.insert(p.key.clone(), id)
+                && old != id
+            {
+                self.pending_2xx.remove(&old);
+                self.schedule(Slot::Pending(old), None);
+            }
+            // The TU re-sending the 2xx itself restarts nothing: keep the running schedule.
+            if !self.pending_2xx.contains_key(&id) {
+                self.schedule(Slot::Pending(id), Some(p.next));
+                self.pending_2xx.insert(id, p);
+            }
         }
         self.drain_server(id);
         Ok(())
@@ -769,83 +797,83 @@ impl Endpoint {
         self.events.pop_front()
     }
 
+    /// Earliest deadline (may be a superseded one: calling `handle_timeout` then is harmless).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let c = self.clients.values().filter_map(|e| match &e.txn {
-            ClientTxn::Invite(t) => t.poll_timeout(),
-            ClientTxn::NonInvite(t) => t.poll_timeout(),
-        });
-        let s = self.servers.values().filter_map(|e| match &e.txn {
-            ServerTxn::Invite(t) => t.poll_timeout(),
-            ServerTxn::NonInvite(t) => t.poll_timeout(),
-        });
-        let p = self.pending_2xx.iter().map(|p| p.next.min(p.give_up));
-        c.chain(s).chain(p).min()
+        self.heap.peek().map(|Reverse((at, _))| *at)
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due_c: Vec<TxnId> = self
-            .clients
-            .iter()
-            .filter(|(_, e)| {
-                match &e.txn {
-                    ClientTxn::Invite(t) => t.poll_timeout(),
-                    ClientTxn::NonInvite(t) => t.poll_timeout(),
-                }
-                .is_some_and(|at| at <= now)
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due_c {
-            if let Some(e) = self.clients.get_mut(&id) {
-                match &mut e.txn {
-                    ClientTxn::Invite(t) => t.handle_timeout(now),
-                    ClientTxn::NonInvite(t) => t.handle_timeout(now),
-                }
+        while let Some(Reverse((at, slot))) = self.heap.peek().copied() {
+            if at > now {
+                break;
             }
-            self.drain_client(id);
-        }
-        let due_s: Vec<TxnId> = self
-            .servers
-            .iter()
-            .filter(|(_, e)| {
-                match &e.txn {
-                    ServerTxn::Invite(t) => t.poll_timeout(),
-                    ServerTxn::NonInvite(t) => t.poll_timeout(),
-                }
-                .is_some_and(|at| at <= now)
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due_s {
-            if let Some(e) = self.servers.get_mut(&id) {
-                match &mut e.txn {
-                    ServerTxn::Invite(t) => t.handle_timeout(now),
-                    ServerTxn::NonInvite(t) => t.handle_timeout(now),
-                }
-            }
-            self.drain_server(id);
-        }
-        let t2 = self.config.timers.t2;
-        let mut i = 0;
-        while i < self.pending_2xx.len() {
-            let p = &mut self.pending_2xx[i];
-            if p.give_up <= now {
-                let p = self.pending_2xx.remove(i);
-                self.events.push_back(Event::AckTimeout {
-                    id: p.id,
-                    response: Box::new(p.response),
-                });
+            self.heap.pop();
+            if self.scheduled.get(&slot) != Some(&at) {
                 continue;
             }
-            while p.next <= now && p.next < p.give_up {
-                self.transmits.push_back(Transmit {
-                    message: Message::Response(p.response.clone()),
-                    target: p.target.clone(),
-                });
-                p.interval = (p.interval * 2).min(t2);
-                p.next += p.interval;
+            self.scheduled.remove(&slot);
+            match slot {
+                Slot::Client(id) => {
+                    if let Some(e) = self.clients.get_mut(&id) {
+                        match &mut e.txn {
+                            ClientTxn::Invite(t) => t.handle_timeout(now),
+                            ClientTxn::NonInvite(t) => t.handle_timeout(now),
+                        }
+                    }
+                    self.drain_client(id);
+                }
+                Slot::Server(id) => {
+                    if let Some(e) = self.servers.get_mut(&id) {
+                        match &mut e.txn {
+                            ServerTxn::Invite(t) => t.handle_timeout(now),
+                            ServerTxn::NonInvite(t) => t.handle_timeout(now),
+                        }
+                    }
+                    self.drain_server(id);
+                }
+                Slot::Pending(id) => self.pending_timeout(now, id),
             }
-            i += 1;
+        }
+    }
+
+    fn pending_timeout(&mut self, now: Instant, id: TxnId) {
+        let t2 = self.config.timers.t2;
+        let Some(p) = self.pending_2xx.get_mut(&id) else {
+            return;
+        };
+        if p.give_up <= now {
+            if let Some(p) = self.pending_2xx.remove(&id) {
+                self.pending_by_ack.remove(&p.key);
+                self.events.push_back(Event::AckTimeout {
+                    id,
+                    response: Box::new(p.response),
+                });
+            }
+            return;
+        }
+        while p.next <= now {
+            self.transmits.push_back(Transmit {
+                message: Message::Response(p.response.clone()),
+                target: p.target.clone(),
+            });
+            p.interval = (p.interval * 2).min(t2);
+            p.next += p.interval;
+        }
+        let at = p.next.min(p.give_up);
+        self.schedule(Slot::Pending(id), Some(at));
+    }
+
+    /// Records `slot`'s next deadline (`None`: nothing pending).
+    fn schedule(&mut self, slot: Slot, at: Option<Instant>) {
+        match at {
+            Some(at) => {
+                if self.scheduled.insert(slot, at) != Some(at) {
+                    self.heap.push(Reverse((at, slot)));
+                }
+            }
+            None => {
+                self.scheduled.remove(&slot);
+            }
         }
     }
 
@@ -957,10 +985,17 @@ impl Endpoint {
             ClientTxn::Invite(t) => t.is_terminated(),
             ClientTxn::NonInvite(t) => t.is_terminated(),
         };
+        let next = match &e.txn {
+            ClientTxn::Invite(t) => t.poll_timeout(),
+            ClientTxn::NonInvite(t) => t.poll_timeout(),
+        };
         if done {
             let key = e.key.clone();
             self.clients.remove(&id);
             self.client_keys.remove(&key);
+            self.schedule(Slot::Client(id), None);
+        } else {
+            self.schedule(Slot::Client(id), next);
         }
     }
 
@@ -996,6 +1031,10 @@ impl Endpoint {
             ServerTxn::Invite(t) => t.is_terminated(),
             ServerTxn::NonInvite(t) => t.is_terminated(),
         };
+        let next = match &e.txn {
+            ServerTxn::Invite(t) => t.poll_timeout(),
+            ServerTxn::NonInvite(t) => t.poll_timeout(),
+        };
         if done {
             let key = e.key.clone();
             let mk = e.merge_key.clone();
@@ -1007,6 +1046,7 @@ impl Endpoint {
                 self.merged.remove(&mk);
             }
         }
+        self.schedule(Slot::Server(id), if done { None } else { next });
     }
 
     fn build_response(
