@@ -770,3 +770,156 @@ fn strict_route_becomes_request_uri() {
         vec!["<sip:loose.example;lr>", "<sip:alice@192.0.2.7:5060>"]
     );
 }
+
+#[test]
+fn non_invite_retransmission_gets_the_last_response_again() {
+    let t0 = Instant::now();
+    let mut ep = endpoint();
+    let opts = incoming(Method::Options, 1, "z9hG4bKopt");
+    ep.handle_incoming(t0, Message::Request(opts.clone()), udp(PEER));
+    let (id, _) = new_request_id(&mut ep);
+    ep.respond(t0 + ms(5), id, 200).unwrap();
+    let first = responses(&mut ep);
+    ep.handle_incoming(t0 + ms(500), Message::Request(opts.clone()), udp(PEER));
+    assert!(
+        events(&mut ep).is_empty(),
+        "retransmission not passed to the TU"
+    );
+    assert_eq!(responses(&mut ep), first);
+    // Timer J (64·T1) ends it; afterwards the same request would be new.
+    ep.handle_timeout(t0 + ms(5) + Duration::from_secs(32));
+    assert!(ep.is_empty());
+}
+
+#[test]
+fn reliable_transport_no_response_retransmissions() {
+    let t0 = Instant::now();
+    let mut ep = endpoint();
+    let mut inv = incoming(Method::Invite, 1, "z9hG4bKtcp");
+    inv.headers.set(
+        HeaderName::Via,
+        "SIP/2.0/TCP 192.0.2.7:5060;branch=z9hG4bKtcp",
+    );
+    let src = Source {
+        transport: TransportKind::Tcp,
+        remote: "192.0.2.7:40000".parse().unwrap(),
+        connection: Some(3),
+    };
+    ep.handle_incoming(t0, Message::Request(inv), src);
+    let (id, _) = new_request_id(&mut ep);
+    ep.respond(t0, id, 486).unwrap();
+    let t = transmits(&mut ep);
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].target.connection, Some(3));
+    let mut sent = 0;
+    let mut timeout_at = None;
+    while let Some(at) = ep.poll_timeout() {
+        ep.handle_timeout(at);
+        sent += transmits(&mut ep).len();
+        if events(&mut ep).contains(&Event::Timeout { id }) {
+            timeout_at = Some(at);
+        }
+    }
+    assert_eq!(sent, 0, "no Timer G over TCP");
+    assert_eq!(
+        timeout_at,
+        Some(t0 + Duration::from_secs(32)),
+        "Timer H still runs"
+    );
+}
+
+/// RFC 2543 peers: branch without the magic cookie → §17.2.3 fallback matching.
+#[test]
+fn rfc2543_fallback_matches_retransmission_ack_and_cancel() {
+    let t0 = Instant::now();
+    let mut ep = endpoint();
+    let inv = incoming(Method::Invite, 1, "old2543");
+    ep.handle_incoming(t0, Message::Request(inv.clone()), udp(PEER));
+    let (id, _) = new_request_id(&mut ep);
+    ep.respond(t0, id, 180).unwrap();
+    responses(&mut ep);
+    // Retransmission → last provisional again, no new TU request.
+    ep.handle_incoming(t0 + ms(500), Message::Request(inv.clone()), udp(PEER));
+    assert!(events(&mut ep).is_empty());
+    assert_eq!(responses(&mut ep)[0].status, 180);
+    // CANCEL with the same Request-URI, From tag, Call-ID, CSeq number and top Via.
+    ep.handle_incoming(
+        t0 + ms(600),
+        Message::Request(incoming(Method::Cancel, 1, "old2543")),
+        udp(PEER),
+    );
+    assert_eq!(responses(&mut ep)[0].status, 200);
+    assert!(matches!(&events(&mut ep)[..], [Event::Cancelled { invite, .. }] if *invite == id));
+    ep.respond(t0 + ms(610), id, 487).unwrap();
+    responses(&mut ep);
+    // ACK carrying our To tag matches the INVITE transaction: the 487 stops.
+    let mut ack = incoming(Method::Ack, 1, "old2543");
+    ack.headers.set(
+        HeaderName::To,
+        format!("<sip:bob@127.0.0.1:5080>;tag={}", ep.local_tag(id).unwrap()),
+    );
+    ep.handle_incoming(t0 + ms(700), Message::Request(ack), udp(PEER));
+    ep.handle_timeout(t0 + Duration::from_secs(10));
+    assert!(responses(&mut ep).is_empty(), "Confirmed: no more 487");
+}
+
+#[test]
+fn wire_invite_through_endpoint_and_back() {
+    let raw = "INVITE sip:service@127.0.0.1:5080 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bK-1-0\r\n\
+v: SIP/2.0/UDP 10.1.1.1:5060;branch=z9hG4bKlower\r\n\
+From: sipp <sip:sipp@127.0.0.1:6000>;tag=1SIPpTag001\r\n\
+To: sut <sip:service@127.0.0.1:5080>\r\n\
+Call-ID: 1-1@127.0.0.1\r\n\
+CSeq: 1 INVITE\r\n\
+Contact: sip:sipp@127.0.0.1:6000\r\n\
+Record-Route: <sip:proxy.example;lr>\r\n\
+Max-Forwards: 70\r\n\
+Content-Length: 0\r\n\r\n";
+    let msg = Message::parse(raw.as_bytes(), whatsip::sip::message::Framing::Datagram).unwrap();
+    let t0 = Instant::now();
+    let mut ep = endpoint();
+    ep.handle_incoming(t0, msg, udp("127.0.0.1:6000"));
+    let (id, req) = new_request_id(&mut ep);
+    let mut d = Dialog::uas(
+        &req,
+        ep.local_tag(id).unwrap(),
+        sip_uri(Some("gw"), "127.0.0.1", Some(5080)),
+    )
+    .unwrap();
+    ep.respond(t0, id, 200).unwrap();
+    d.confirm();
+    let t = transmits(&mut ep);
+    assert_eq!(
+        t[0].target.destination,
+        Destination::Addr("127.0.0.1:6000".parse().unwrap())
+    );
+    let bytes = t[0].message.to_bytes();
+    let text = String::from_utf8(bytes.clone()).unwrap();
+    assert!(text.starts_with("SIP/2.0 200 OK\r\n"), "{text}");
+    let back = Message::parse(&bytes, whatsip::sip::message::Framing::Stream).unwrap();
+    let Message::Response(back) = back else {
+        panic!()
+    };
+    assert_eq!(back.headers.vias().unwrap().len(), 2);
+    assert_eq!(
+        back.headers.record_route().unwrap().len(),
+        1,
+        "Record-Route echoed in 2xx"
+    );
+    assert_eq!(
+        back.headers.get(&HeaderName::RecordRoute),
+        Some("<sip:proxy.example;lr>"),
+        "verbatim"
+    );
+    assert_eq!(back.headers.to().unwrap().tag(), ep.local_tag(id));
+    // The BYE we would send routes through the proxy to SIPp's Contact.
+    let bye = d.new_request(Method::Bye);
+    assert_eq!(bye.uri.to_string(), "sip:sipp@127.0.0.1:6000");
+    assert_eq!(
+        bye.headers.get(&HeaderName::Route),
+        Some("<sip:proxy.example;lr>")
+    );
+    let bye_text = String::from_utf8(bye.to_bytes()).unwrap();
+    assert!(bye_text.contains("CSeq: 1 BYE\r\n"), "{bye_text}");
+}
