@@ -923,3 +923,45 @@ Content-Length: 0\r\n\r\n";
     let bye_text = String::from_utf8(bye.to_bytes()).unwrap();
     assert!(bye_text.contains("CSeq: 1 BYE\r\n"), "{bye_text}");
 }
+
+#[test]
+fn unparsable_request_gets_stateless_400_with_warning() {
+    use whatsip::sip::message::Framing;
+    let raw = "OPTIONS sip:service@127.0.0.1:5080 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 10.0.0.5:6000;branch=z9hG4bKbad;rport\r\n\
+From: <sip:sipp@127.0.0.1>;tag=x1\r\n\
+To: <sip:service@127.0.0.1>\r\n\
+Call-ID: bad-1\r\n\
+CSeq: 1 OPTIONS\r\n\
+This line has no colon\r\n\
+Content-Length: 0\r\n\r\n";
+    let err = Message::parse(raw.as_bytes(), Framing::Datagram).unwrap_err();
+    let t0 = Instant::now();
+    let mut ep = endpoint();
+    ep.handle_malformed(t0, raw.as_bytes(), &err, udp("198.51.100.4:6001"));
+    let t = transmits(&mut ep);
+    assert_eq!(t.len(), 1);
+    assert_eq!(
+        t[0].target.destination,
+        Destination::Addr("198.51.100.4:6001".parse().unwrap()),
+        "rport/received rules apply"
+    );
+    let Message::Response(r) = &t[0].message else {
+        panic!()
+    };
+    assert_eq!(r.status, 400);
+    assert_eq!(r.headers.get(&HeaderName::CallId), Some("bad-1"));
+    assert!(r.headers.to().unwrap().tag().is_some());
+    assert!(
+        r.headers
+            .get(&HeaderName::Warning)
+            .unwrap()
+            .starts_with("399 127.0.0.1 \"")
+    );
+    // A malformed ACK or response is dropped.
+    let ack = raw.replacen("OPTIONS sip", "ACK sip", 1);
+    ep.handle_malformed(t0, ack.as_bytes(), &err, udp("198.51.100.4:6001"));
+    let resp = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 1.2.3.4\r\n\r\n";
+    ep.handle_malformed(t0, resp.as_bytes(), &err, udp("198.51.100.4:6001"));
+    assert!(transmits(&mut ep).is_empty());
+}
