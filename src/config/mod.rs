@@ -132,6 +132,13 @@ struct Folder {
     /// trunk name → default_number mark
     default_marks: HashMap<String, Mark>,
     rtp: Vec<(PortRange, Mark, String)>,
+    /// A whatsapp file failed to deserialize: skip checks that would cascade from it.
+    broken_whatsapp: bool,
+    /// Names of trunk files that failed to deserialize (still valid reference targets).
+    broken_trunks: Vec<String>,
+    /// A file whose kind could not be read (syntax error, missing kind): any profile may be
+    /// in it, so skip reference checks that would cascade from it.
+    unreadable: bool,
 }
 
 struct NumberMarks {
@@ -253,6 +260,7 @@ fn load_file(file: &Path, src: &str, folder: &mut Folder, out: &mut Vec<ConfigEr
     let doc = match DeTable::parse(src) {
         Ok(d) => d,
         Err(e) => {
+            folder.unreadable = true;
             let line = e.span().map_or(1, |s| line_of(src, s.start));
             out.push(ConfigError::error(
                 file,
@@ -270,6 +278,7 @@ fn load_file(file: &Path, src: &str, folder: &mut Folder, out: &mut Vec<ConfigEr
         .map(|(_, v)| v);
     let kind_str = match kind.map(|v| (v.get_ref(), v.span())) {
         None => {
+            folder.unreadable = true;
             out.push(ConfigError::error(
                 file,
                 Some(1),
@@ -280,6 +289,7 @@ fn load_file(file: &Path, src: &str, folder: &mut Folder, out: &mut Vec<ConfigEr
         }
         Some((DeValue::String(s), span)) => (s.to_string(), span),
         Some((other, span)) => {
+            folder.unreadable = true;
             out.push(ConfigError::error(
                 file,
                 Some(line_of(src, span.start)),
@@ -299,11 +309,13 @@ fn load_file(file: &Path, src: &str, folder: &mut Folder, out: &mut Vec<ConfigEr
     };
     match kind_str.0.as_str() {
         "whatsapp" => match toml::from_str::<whatsapp::Raw>(src) {
-            Err(e) => d.out.push(serde_error(file, src, &doc, &e)),
+            Err(e) => {
+                folder.broken_whatsapp = true;
+                d.out.push(serde_error(file, src, &doc, &e));
+            }
             Ok(raw) => {
                 let name_mark = mark(file, src, raw.name.span());
                 folder.names.push((raw.name.get_ref().clone(), name_mark));
-                let pi = folder.whatsapp.len();
                 for (i, n) in raw.numbers.iter().enumerate() {
                     folder.number_marks.push(NumberMarks {
                         path: format!("numbers[{i}]"),
@@ -312,7 +324,6 @@ fn load_file(file: &Path, src: &str, folder: &mut Folder, out: &mut Vec<ConfigEr
                         trunk: mark(file, src, n.trunk.span()),
                     });
                 }
-                let _ = pi;
                 let p = raw.build(&mut d);
                 folder.rtp.push((
                     p.media.rtp_ports,
@@ -326,7 +337,14 @@ fn load_file(file: &Path, src: &str, folder: &mut Folder, out: &mut Vec<ConfigEr
             }
         },
         "trunk" => match toml::from_str::<trunk::Raw>(src) {
-            Err(e) => d.out.push(serde_error(file, src, &doc, &e)),
+            Err(e) => {
+                if let Some((_, v)) = doc.get_ref().iter().find(|(k, _)| k.get_ref() == "name")
+                    && let Some(n) = v.get_ref().as_str()
+                {
+                    folder.broken_trunks.push(n.to_owned());
+                }
+                d.out.push(serde_error(file, src, &doc, &e));
+            }
             Ok(raw) => {
                 folder
                     .names
@@ -357,12 +375,15 @@ fn load_file(file: &Path, src: &str, folder: &mut Folder, out: &mut Vec<ConfigEr
                 folder.gateway.push((g, m));
             }
         },
-        other => d.out.push(ConfigError::error(
-            file,
-            Some(line_of(src, kind_str.1.start)),
-            "kind",
-            format!("{other:?} is not one of \"whatsapp\", \"trunk\" or \"gateway\""),
-        )),
+        other => {
+            folder.unreadable = true;
+            d.out.push(ConfigError::error(
+                file,
+                Some(line_of(src, kind_str.1.start)),
+                "kind",
+                format!("{other:?} is not one of \"whatsapp\", \"trunk\" or \"gateway\""),
+            ));
+        }
     }
 }
 
@@ -401,7 +422,6 @@ fn cross_check(dir: &Path, f: &mut Folder, out: &mut Vec<ConfigError>) {
             out.push(m.err("kind", "only one gateway profile is allowed per folder"));
         }
     }
-    let parsed_whatsapp_files = !f.names.is_empty() || !f.whatsapp.is_empty();
     if f.whatsapp.is_empty() && !out.iter().any(|e| e.is_error()) {
         out.push(ConfigError::error(
             dir,
@@ -410,7 +430,6 @@ fn cross_check(dir: &Path, f: &mut Folder, out: &mut Vec<ConfigError>) {
             "no whatsapp profile: at least one file with kind = \"whatsapp\" is required",
         ));
     }
-    let _ = parsed_whatsapp_files;
 
     // numbers: unique e164 / phone_number_id, trunk exists
     let trunk_names: Vec<&str> = f.trunks.iter().map(|t| t.name.as_str()).collect();
@@ -444,7 +463,10 @@ fn cross_check(dir: &Path, f: &mut Folder, out: &mut Vec<ConfigError>) {
         } else {
             pnid_seen.insert(n.phone_number_id.clone(), &m.pnid);
         }
-        if !trunk_names.contains(&n.trunk.as_str()) {
+        if !f.unreadable
+            && !trunk_names.contains(&n.trunk.as_str())
+            && !f.broken_trunks.contains(&n.trunk)
+        {
             let known = if trunk_names.is_empty() {
                 "there is no trunk profile".to_owned()
             } else {
@@ -461,7 +483,9 @@ fn cross_check(dir: &Path, f: &mut Folder, out: &mut Vec<ConfigError>) {
     for t in &mut f.trunks {
         match &t.default_number {
             Some(n) => {
-                if !all.iter().any(|b| &b.e164 == n)
+                if !f.broken_whatsapp
+                    && !f.unreadable
+                    && !all.iter().any(|b| &b.e164 == n)
                     && let Some(m) = f.default_marks.get(&t.name)
                 {
                     out.push(m.err(
@@ -480,7 +504,7 @@ fn cross_check(dir: &Path, f: &mut Folder, out: &mut Vec<ConfigError>) {
     }
 
     // RTP ranges must not overlap
-    for (i, (a, ma, na)) in f.rtp.iter().enumerate() {
+    for (i, (a, ma, _)) in f.rtp.iter().enumerate() {
         for (b, mb, nb) in f.rtp.iter().take(i) {
             if a.overlaps(b) {
                 out.push(ma.err(
@@ -491,7 +515,6 @@ fn cross_check(dir: &Path, f: &mut Folder, out: &mut Vec<ConfigError>) {
                         mb.line
                     ),
                 ));
-                let _ = na;
             }
         }
     }
@@ -520,3 +543,6 @@ pub fn load_or_report(dir: &Path) -> Result<Config, std::process::ExitCode> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -366,7 +366,6 @@ impl Raw {
             1..=600,
             60,
         );
-        let _ = sip_span;
 
         // [meta]
         let meta = self.meta.unwrap_or(RawMeta {
@@ -505,7 +504,6 @@ impl Raw {
         };
 
         // [graph]
-        let gspan = self.graph.span();
         let g = self.graph.into_inner();
         let base_url = match &g.base_url {
             Some(u) => {
@@ -556,7 +554,6 @@ impl Raw {
             None => "v23.0".to_owned(),
         };
         let token = check_secret(d, "graph.token", &g.token, sandbox);
-        let _ = gspan;
         let graph = GraphSettings {
             base_url,
             api_version,
