@@ -56,18 +56,25 @@ pub(crate) fn parse_or<T>(
 pub(crate) fn port_range(
     d: &mut Diag<'_>,
     field: &str,
-    v: &Option<Spanned<[i64; 2]>>,
+    v: &Option<Spanned<Vec<i64>>>,
     default: PortRange,
 ) -> PortRange {
     match v {
         None => default,
-        Some(r) => {
-            let [a, b] = *r.get_ref();
-            PortRange::new(a, b).unwrap_or_else(|e| {
+        Some(r) => match r.get_ref().as_slice() {
+            [a, b] => PortRange::new(*a, *b).unwrap_or_else(|e| {
                 d.err(Some(r.span()), field, e);
                 default
-            })
-        }
+            }),
+            other => {
+                d.err(
+                    Some(r.span()),
+                    field,
+                    format!("{other:?} is not a port range (write [first, last], two ports)"),
+                );
+                default
+            }
+        },
     }
 }
 

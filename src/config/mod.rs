@@ -244,9 +244,27 @@ fn serde_error(
     let msg = if msg.starts_with("data did not match any variant of untagged enum") {
         "has an unsupported form (see docs/profiles.md)".to_owned()
     } else {
-        msg
+        internal_names_to_words(&msg)
     };
     ConfigError::error(file, Some(line_of(src, pos)), field, msg)
+}
+
+/// serde names our private `RawXxx` structs in type errors ("expected struct RawSecret");
+/// say "a table" instead.
+fn internal_names_to_words(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(i) = rest.find("struct Raw") {
+        out.push_str(rest.get(..i).unwrap_or_default());
+        let after = rest.get(i + "struct Raw".len()..).unwrap_or_default();
+        let end = after
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .unwrap_or(after.len());
+        out.push_str("a table");
+        rest = after.get(end..).unwrap_or_default();
+    }
+    out.push_str(rest);
+    out
 }
 
 fn mark(file: &Path, src: &str, span: Range<usize>) -> Mark {
@@ -261,11 +279,12 @@ fn load_file(file: &Path, src: &str, folder: &mut Folder, out: &mut Vec<ConfigEr
         Ok(d) => d,
         Err(e) => {
             folder.unreadable = true;
-            let line = e.span().map_or(1, |s| line_of(src, s.start));
+            let pos = e.span().map_or(0, |s| s.start);
+            let (partial, _) = DeTable::parse_recoverable(src);
             out.push(ConfigError::error(
                 file,
-                Some(line),
-                "",
+                Some(line_of(src, pos)),
+                path_at(&partial, pos),
                 format!("TOML syntax: {}", e.message().trim()),
             ));
             return;
@@ -325,14 +344,16 @@ fn load_file(file: &Path, src: &str, folder: &mut Folder, out: &mut Vec<ConfigEr
                     });
                 }
                 let p = raw.build(&mut d);
-                folder.rtp.push((
-                    p.media.rtp_ports,
-                    Mark {
-                        file: file.to_path_buf(),
-                        line: rtp_line(src, &doc),
-                    },
-                    p.name.clone(),
-                ));
+                if !rtp_failed(d.out, file) {
+                    folder.rtp.push((
+                        p.media.rtp_ports,
+                        Mark {
+                            file: file.to_path_buf(),
+                            line: rtp_line(src, &doc),
+                        },
+                        p.name.clone(),
+                    ));
+                }
                 folder.whatsapp.push(p);
             }
         },
@@ -355,14 +376,16 @@ fn load_file(file: &Path, src: &str, folder: &mut Folder, out: &mut Vec<ConfigEr
                         .insert(raw.name.get_ref().clone(), mark(file, src, n.span()));
                 }
                 let t = raw.build(&mut d);
-                folder.rtp.push((
-                    t.media.rtp_ports,
-                    Mark {
-                        file: file.to_path_buf(),
-                        line: rtp_line(src, &doc),
-                    },
-                    t.name.clone(),
-                ));
+                if !rtp_failed(d.out, file) {
+                    folder.rtp.push((
+                        t.media.rtp_ports,
+                        Mark {
+                            file: file.to_path_buf(),
+                            line: rtp_line(src, &doc),
+                        },
+                        t.name.clone(),
+                    ));
+                }
                 folder.trunks.push(t);
             }
         },
@@ -385,6 +408,12 @@ fn load_file(file: &Path, src: &str, folder: &mut Folder, out: &mut Vec<ConfigEr
             ));
         }
     }
+}
+
+/// True when `file`'s RTP range was rejected (its default stands in; do not compare it).
+fn rtp_failed(out: &[ConfigError], file: &Path) -> bool {
+    out.iter()
+        .any(|e| e.file == file && e.field == "media.rtp_port_range")
 }
 
 /// Line of `media.rtp_port_range` if written, else of `kind`.

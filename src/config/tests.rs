@@ -657,3 +657,25 @@ proptest! {
         let _ = load(&[("wa.toml", if which == 0 { &s } else { WA }), ("pbx.toml", if which == 1 { &s } else { PBX })]);
     }
 }
+
+#[test]
+fn port_range_needs_two_ports_and_bad_range_does_not_cascade_into_overlap() {
+    // the rejected range's default [30000, 30999] must not be reported as overlapping pbx
+    let t2 = "kind = \"trunk\"\nname = \"t2\"\n[media]\nrtp_port_range = [1, 2, 3]\n";
+    assert_eq!(
+        errors(&[("wa.toml", WA), ("pbx.toml", PBX), ("t2.toml", t2)]),
+        vec![
+            "DIR/t2.toml:4: media.rtp_port_range: [1, 2, 3] is not a port range (write [first, last], two ports)"
+        ]
+    );
+}
+
+#[test]
+fn type_errors_do_not_name_internal_structs() {
+    assert_eq!(
+        wa_with("{ file = \"var/none.sip\" }", "\"plain\""),
+        vec![
+            r#"DIR/wa.toml:20: numbers[0].sip_password: invalid type: string "plain", expected a table"#
+        ]
+    );
+}

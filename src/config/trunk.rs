@@ -191,7 +191,7 @@ struct RawOutbound {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawMedia {
-    rtp_port_range: Option<Spanned<[i64; 2]>>,
+    rtp_port_range: Option<Spanned<Vec<i64>>>,
     public_address: Option<Spanned<String>>,
     srtp: Option<TrunkSrtp>,
 }

@@ -275,7 +275,7 @@ struct RawGraph {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawMedia {
-    rtp_port_range: Option<Spanned<[i64; 2]>>,
+    rtp_port_range: Option<Spanned<Vec<i64>>>,
     public_address: Option<Spanned<String>>,
     srtp_suites: Option<Spanned<Vec<SrtpSuite>>>,
     media_timeout_s: Option<Spanned<i64>>,
