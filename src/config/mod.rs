@@ -34,6 +34,7 @@ pub use whatsapp::{
 };
 
 use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
@@ -43,6 +44,15 @@ use span::{Diag, line_of, path_at};
 
 /// The folder read by `run` and `check` when `--profiles` is not given.
 pub const DEFAULT_PROFILE_DIR: &str = "sip-profiles";
+
+/// Where the in-process sandbox's SIP edge (TLS) listens when `meta.sandbox = true`.
+pub const SANDBOX_EDGE_ADDR: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5062));
+/// Where the in-process sandbox's HTTP (Graph twin + control API) listens.
+pub const SANDBOX_HTTP_ADDR: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8081));
+/// Where the sandbox writes the CA certificate that signs its edge certificate.
+pub const SANDBOX_CA_PATH: &str = "var/sandbox/ca.pem";
 
 /// A whole, validated profile folder.
 #[derive(Debug, Clone, PartialEq)]

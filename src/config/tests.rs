@@ -679,3 +679,23 @@ fn type_errors_do_not_name_internal_structs() {
         ]
     );
 }
+
+#[test]
+fn sandbox_mode_warns_when_pointing_elsewhere() {
+    let wa = WA
+        .replace("connect = \"127.0.0.1:5062\"\n", "")
+        .replace("http://127.0.0.1:8081", "https://graph.facebook.com");
+    let cfg = load(&[("wa.toml", &wa), ("pbx.toml", PBX)]).unwrap();
+    let w: Vec<String> = cfg
+        .warnings
+        .iter()
+        .map(|w| format!("{}:{}: {}", w.line.unwrap_or(0), w.field, w.problem))
+        .collect();
+    assert_eq!(
+        w,
+        vec![
+            "9:meta.connect: meta.sandbox = true but calls go to wa.meta.vc:5061, not the sandbox edge 127.0.0.1:5062",
+            "12:graph.base_url: meta.sandbox = true but Graph requests go to https://graph.facebook.com, not the sandbox http://127.0.0.1:8081",
+        ]
+    );
+}

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use toml::Spanned;
 
 use super::calling::{CallingSettings, RawCalling};
-use super::common::{RawSecret, check_pem, check_secret, name_ok, parse_or, port_range, sources};
+use super::common::{
+    RawSecret, check_pem, check_secret, name_ok, parse_or, port_range, sources, sp,
+};
 use super::span::Diag;
 use super::types::{HostPort, PortRange, SecretSource, SourceList};
 
@@ -251,7 +253,7 @@ struct RawMeta {
     edge_host: Option<Spanned<String>>,
     connect: Option<Spanned<String>>,
     ca_file: Option<Spanned<PathBuf>>,
-    sandbox: Option<bool>,
+    sandbox: Option<Spanned<bool>>,
     allowed_sources: Option<Vec<Spanned<String>>>,
 }
 
@@ -375,7 +377,8 @@ impl Raw {
             sandbox: None,
             allowed_sources: None,
         });
-        let sandbox = meta.sandbox.unwrap_or(false);
+        let sandbox = meta.sandbox.as_ref().is_some_and(|b| *b.get_ref());
+        let sandbox_span = sp(&meta.sandbox);
         let edge_host = match &meta.edge_host {
             Some(h) if !super::types::is_dns_name(h.get_ref()) => {
                 d.err(
@@ -398,6 +401,16 @@ impl Raw {
                 port: 5061,
             },
         );
+        if sandbox && connect.socket_addr() != Some(super::SANDBOX_EDGE_ADDR) {
+            d.warn(
+                sp(&meta.connect).or(sandbox_span.clone()),
+                "meta.connect",
+                format!(
+                    "meta.sandbox = true but calls go to {connect}, not the sandbox edge {}",
+                    super::SANDBOX_EDGE_ADDR
+                ),
+            );
+        }
         if let Some(ca) = &meta.ca_file
             && !sandbox
         {
@@ -530,6 +543,16 @@ impl Raw {
             }
             None => "https://graph.facebook.com".to_owned(),
         };
+        if sandbox && base_url != format!("http://{}", super::SANDBOX_HTTP_ADDR) {
+            d.warn(
+                sp(&g.base_url).or(sandbox_span.clone()),
+                "graph.base_url",
+                format!(
+                    "meta.sandbox = true but Graph requests go to {base_url}, not the sandbox http://{}",
+                    super::SANDBOX_HTTP_ADDR
+                ),
+            );
+        }
         let api_version = match &g.api_version {
             Some(v) => {
                 let s = v.get_ref();
