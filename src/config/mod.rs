@@ -142,6 +142,8 @@ struct Folder {
     /// trunk name → default_number mark
     default_marks: HashMap<String, Mark>,
     rtp: Vec<(PortRange, Mark, String)>,
+    /// Every listening socket: (space, address, field, where, profile).
+    listeners: Vec<(Proto, SocketAddr, String, Mark, String)>,
     /// A whatsapp file failed to deserialize: skip checks that would cascade from it.
     broken_whatsapp: bool,
     /// Names of trunk files that failed to deserialize (still valid reference targets).
@@ -364,6 +366,16 @@ fn load_file(file: &Path, src: &str, folder: &mut Folder, out: &mut Vec<ConfigEr
                         p.name.clone(),
                     ));
                 }
+                folder.listeners.push((
+                    Proto::Tcp,
+                    p.sip.listen,
+                    "sip.listen".into(),
+                    Mark {
+                        file: file.to_path_buf(),
+                        line: key_line(src, &doc, &["sip", "listen"]),
+                    },
+                    p.name.clone(),
+                ));
                 folder.whatsapp.push(p);
             }
         },
@@ -396,6 +408,24 @@ fn load_file(file: &Path, src: &str, folder: &mut Folder, out: &mut Vec<ConfigEr
                         t.name.clone(),
                     ));
                 }
+                for (proto, key, addrs) in [
+                    (Proto::Udp, "udp", &t.listen.udp),
+                    (Proto::Tcp, "tcp", &t.listen.tcp),
+                    (Proto::Tcp, "tls", &t.listen.tls),
+                ] {
+                    for (i, a) in addrs.iter().enumerate() {
+                        folder.listeners.push((
+                            proto,
+                            *a,
+                            format!("listen.{key}[{i}]"),
+                            Mark {
+                                file: file.to_path_buf(),
+                                line: key_line(src, &doc, &["listen", key]),
+                            },
+                            t.name.clone(),
+                        ));
+                    }
+                }
                 folder.trunks.push(t);
             }
         },
@@ -403,8 +433,19 @@ fn load_file(file: &Path, src: &str, folder: &mut Folder, out: &mut Vec<ConfigEr
             Err(e) => d.out.push(serde_error(file, src, &doc, &e)),
             Ok(raw) => {
                 let m = mark(file, src, raw.name.span());
-                folder.names.push((raw.name.get_ref().clone(), m.clone()));
+                let gname = raw.name.get_ref().clone();
+                folder.names.push((gname.clone(), m.clone()));
                 let g = raw.build(&mut d);
+                folder.listeners.push((
+                    Proto::Tcp,
+                    g.http_listen,
+                    "http_listen".into(),
+                    Mark {
+                        file: file.to_path_buf(),
+                        line: key_line(src, &doc, &["http_listen"]),
+                    },
+                    gname,
+                ));
                 folder.gateway.push((g, m));
             }
         },
@@ -426,17 +467,35 @@ fn rtp_failed(out: &[ConfigError], file: &Path) -> bool {
         .any(|e| e.file == file && e.field == "media.rtp_port_range")
 }
 
-/// Line of `media.rtp_port_range` if written, else of `kind`.
-fn rtp_line(src: &str, doc: &Spanned<DeTable<'_>>) -> usize {
-    let media = doc
+/// Line of the key at `path` (tables only), or of its nearest written ancestor, or of the
+/// profile's `name` (where a defaulted value belongs), or 1.
+fn key_line(src: &str, doc: &Spanned<DeTable<'_>>, path: &[&str]) -> usize {
+    let mut table = Some(doc.get_ref());
+    let mut line = doc
         .get_ref()
         .iter()
-        .find(|(k, _)| k.get_ref() == "media")
-        .and_then(|(_, v)| v.get_ref().as_table());
-    let span = media
-        .and_then(|m| m.iter().find(|(k, _)| k.get_ref() == "rtp_port_range"))
-        .map(|(k, _)| k.span());
-    span.map_or(1, |s| line_of(src, s.start))
+        .find(|(k, _)| k.get_ref() == "name")
+        .map_or(1, |(k, _)| line_of(src, k.span().start));
+    for key in path {
+        let Some((k, v)) = table.and_then(|t| t.iter().find(|(k, _)| k.get_ref() == key)) else {
+            break;
+        };
+        line = line_of(src, k.span().start);
+        table = v.get_ref().as_table();
+    }
+    line
+}
+
+/// Line of `media.rtp_port_range` if written, else 1.
+fn rtp_line(src: &str, doc: &Spanned<DeTable<'_>>) -> usize {
+    key_line(src, doc, &["media", "rtp_port_range"])
+}
+
+/// Which socket space a listener lives in (TLS shares TCP's ports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    Udp,
+    Tcp,
 }
 
 fn cross_check(dir: &Path, f: &mut Folder, out: &mut Vec<ConfigError>) {
@@ -539,6 +598,43 @@ fn cross_check(dir: &Path, f: &mut Folder, out: &mut Vec<ConfigError>) {
                     .find(|b| b.trunk == t.name)
                     .map(|b| b.e164.clone());
             }
+        }
+    }
+
+    // listening sockets must be distinct (the default HTTP API address counts when no
+    // gateway profile is given)
+    if f.gateway.is_empty() {
+        f.listeners.insert(
+            0,
+            (
+                Proto::Tcp,
+                GatewayConfig::default().http_listen,
+                "http_listen".into(),
+                Mark {
+                    file: dir.to_path_buf(),
+                    line: 0,
+                },
+                "(default HTTP API)".into(),
+            ),
+        );
+    }
+    for (i, (pa, a, field, m, _)) in f.listeners.iter().enumerate() {
+        if let Some((_, _, ofield, om, oname)) = f
+            .listeners
+            .iter()
+            .take(i)
+            .find(|(pb, b, ..)| pb == pa && b == a)
+        {
+            let space = if *pa == Proto::Udp { "UDP" } else { "TCP" };
+            let place = if om.line == 0 {
+                "the default".to_owned()
+            } else {
+                format!("{}:{}", om.file.display(), om.line)
+            };
+            out.push(m.err(
+                field,
+                format!("{a} ({space}) is also {ofield} of {oname:?} ({place})"),
+            ));
         }
     }
 

@@ -227,7 +227,10 @@ fn duplicate_profile_names() {
         ("pbx.toml", PBX),
         (
             "pbx2.toml",
-            &PBX.replace("[30000, 30999]", "[32000, 32999]"),
+            &format!(
+                "{}[listen]\nudp = [\"127.0.0.1:5082\"]\n",
+                PBX.replace("[30000, 30999]", "[32000, 32999]")
+            ),
         ),
     ]);
     assert_eq!(
@@ -240,7 +243,8 @@ fn duplicate_profile_names() {
 fn duplicate_numbers_across_profiles() {
     let wa2 = WA
         .replace("name = \"wa\"", "name = \"wa2\"")
-        .replace("[40000, 40999]", "[42000, 42999]");
+        .replace("[40000, 40999]", "[42000, 42999]")
+        .replace("127.0.0.1:5061", "127.0.0.1:5063");
     let e = errors(&[("a.toml", WA), ("b.toml", &wa2), ("pbx.toml", PBX)]);
     assert_eq!(
         e,
@@ -574,7 +578,8 @@ fn gateway_profile() {
         ("gw.toml", gw),
         (
             "gw2.toml",
-            &gw.replace("name = \"gateway\"", "name = \"gw2\""),
+            &gw.replace("name = \"gateway\"", "name = \"gw2\"")
+                .replace("9090", "9091"),
         ),
     ]);
     assert_eq!(
@@ -661,7 +666,7 @@ proptest! {
 #[test]
 fn port_range_needs_two_ports_and_bad_range_does_not_cascade_into_overlap() {
     // the rejected range's default [30000, 30999] must not be reported as overlapping pbx
-    let t2 = "kind = \"trunk\"\nname = \"t2\"\n[media]\nrtp_port_range = [1, 2, 3]\n";
+    let t2 = "kind = \"trunk\"\nname = \"t2\"\n[media]\nrtp_port_range = [1, 2, 3]\n[listen]\nudp = [\"127.0.0.1:5082\"]\n";
     assert_eq!(
         errors(&[("wa.toml", WA), ("pbx.toml", PBX), ("t2.toml", t2)]),
         vec![
@@ -696,6 +701,25 @@ fn sandbox_mode_warns_when_pointing_elsewhere() {
         vec![
             "9:meta.connect: meta.sandbox = true but calls go to wa.meta.vc:5061, not the sandbox edge 127.0.0.1:5062",
             "12:graph.base_url: meta.sandbox = true but Graph requests go to https://graph.facebook.com, not the sandbox http://127.0.0.1:8081",
+        ]
+    );
+}
+
+#[test]
+fn listening_sockets_are_distinct() {
+    let t2 = "kind = \"trunk\"\nname = \"t2\"\n[listen]\nudp = [\"127.0.0.1:5090\"]\ntcp = [\"127.0.0.1:5061\"]\n[media]\nrtp_port_range = [32000, 32999]\n";
+    let t3 = "kind = \"trunk\"\nname = \"t3\"\n[listen]\ntcp = [\"127.0.0.1:8080\"]\nudp = [\"127.0.0.1:5080\"]\n[media]\nrtp_port_range = [34000, 34999]\n";
+    assert_eq!(
+        errors(&[
+            ("wa.toml", WA),
+            ("pbx.toml", PBX),
+            ("t2.toml", t2),
+            ("t3.toml", t3)
+        ]),
+        vec![
+            r#"DIR/t3.toml:5: listen.udp[0]: 127.0.0.1:5080 (UDP) is also listen.udp[0] of "pbx" (DIR/pbx.toml:2)"#,
+            r#"DIR/t3.toml:4: listen.tcp[0]: 127.0.0.1:8080 (TCP) is also http_listen of "(default HTTP API)" (the default)"#,
+            r#"DIR/wa.toml:4: sip.listen: 127.0.0.1:5061 (TCP) is also listen.tcp[0] of "t2" (DIR/t2.toml:5)"#,
         ]
     );
 }
