@@ -356,7 +356,7 @@ fn load_file(file: &Path, src: &str, folder: &mut Folder, out: &mut Vec<ConfigEr
                     });
                 }
                 let p = raw.build(&mut d);
-                if !rtp_failed(d.out, file) {
+                if !field_failed(d.out, file, "media.rtp_port_range") {
                     folder.rtp.push((
                         p.media.rtp_ports,
                         Mark {
@@ -366,16 +366,18 @@ fn load_file(file: &Path, src: &str, folder: &mut Folder, out: &mut Vec<ConfigEr
                         p.name.clone(),
                     ));
                 }
-                folder.listeners.push((
-                    Proto::Tcp,
-                    p.sip.listen,
-                    "sip.listen".into(),
-                    Mark {
-                        file: file.to_path_buf(),
-                        line: key_line(src, &doc, &["sip", "listen"]),
-                    },
-                    p.name.clone(),
-                ));
+                if !field_failed(d.out, file, "sip.listen") {
+                    folder.listeners.push((
+                        Proto::Tcp,
+                        p.sip.listen,
+                        "sip.listen".into(),
+                        Mark {
+                            file: file.to_path_buf(),
+                            line: key_line(src, &doc, &["sip", "listen"]),
+                        },
+                        p.name.clone(),
+                    ));
+                }
                 folder.whatsapp.push(p);
             }
         },
@@ -398,7 +400,7 @@ fn load_file(file: &Path, src: &str, folder: &mut Folder, out: &mut Vec<ConfigEr
                         .insert(raw.name.get_ref().clone(), mark(file, src, n.span()));
                 }
                 let t = raw.build(&mut d);
-                if !rtp_failed(d.out, file) {
+                if !field_failed(d.out, file, "media.rtp_port_range") {
                     folder.rtp.push((
                         t.media.rtp_ports,
                         Mark {
@@ -436,16 +438,18 @@ fn load_file(file: &Path, src: &str, folder: &mut Folder, out: &mut Vec<ConfigEr
                 let gname = raw.name.get_ref().clone();
                 folder.names.push((gname.clone(), m.clone()));
                 let g = raw.build(&mut d);
-                folder.listeners.push((
-                    Proto::Tcp,
-                    g.http_listen,
-                    "http_listen".into(),
-                    Mark {
-                        file: file.to_path_buf(),
-                        line: key_line(src, &doc, &["http_listen"]),
-                    },
-                    gname,
-                ));
+                if !field_failed(d.out, file, "http_listen") {
+                    folder.listeners.push((
+                        Proto::Tcp,
+                        g.http_listen,
+                        "http_listen".into(),
+                        Mark {
+                            file: file.to_path_buf(),
+                            line: key_line(src, &doc, &["http_listen"]),
+                        },
+                        gname,
+                    ));
+                }
                 folder.gateway.push((g, m));
             }
         },
@@ -461,10 +465,9 @@ fn load_file(file: &Path, src: &str, folder: &mut Folder, out: &mut Vec<ConfigEr
     }
 }
 
-/// True when `file`'s RTP range was rejected (its default stands in; do not compare it).
-fn rtp_failed(out: &[ConfigError], file: &Path) -> bool {
-    out.iter()
-        .any(|e| e.file == file && e.field == "media.rtp_port_range")
+/// True when `file`'s `field` was rejected (its default stands in; do not compare it).
+fn field_failed(out: &[ConfigError], file: &Path, field: &str) -> bool {
+    out.iter().any(|e| e.file == file && e.field == field)
 }
 
 /// Line of the key at `path` (tables only), or of its nearest written ancestor, or of the
