@@ -5,6 +5,9 @@
 //! shell (`transport`, `media::io`, `api`) that owns every socket.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod cli;
+pub mod metrics;
 pub mod redact;
 pub mod sip;
+pub mod store;
