@@ -8,5 +8,6 @@ fn main() -> std::process::ExitCode {
             eprintln!("not built yet");
             std::process::ExitCode::from(2)
         }
+        Command::Cdr(args) => whatsip::store::cdr::main(&args),
     }
 }

@@ -10,6 +10,7 @@
 //!   drop when the channel is full.
 //! - The API and CLI read with the synchronous [`Store::list`] / [`Store::get`].
 //! - Phone numbers are stored whole; log lines show them only through `crate::redact::phone`.
+pub mod cdr;
 mod record;
 mod recorder;
 pub mod schema;
