@@ -30,7 +30,7 @@ async fn serves_health_calls_records_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("var/whatsip.db");
     let (recorder, writer) = Recorder::spawn(Store::open(&db).unwrap(), 64).unwrap();
-    let state = ApiState::new().with_records(&db, Some(recorder.clone()));
+    let state = ApiState::new().with_records(&db, Some(recorder.monitor()));
 
     state.health.set_component("sip_whatsapp", Readiness::Ready);
     state.health.set_component("sip_trunk", Readiness::Ready);
@@ -223,12 +223,14 @@ async fn serves_health_calls_records_and_metrics() {
     let (code, _) = get_json(&c, format!("{base}/nope")).await;
     assert_eq!(code, 404);
 
-    task.abort();
+    // The API holds no Recorder: once the gateway drops its own, the writer drains and stops
+    // even while the server (and its keep-alive connections) are still up.
     drop(recorder);
-    drop(state);
-    tokio::task::spawn_blocking(move || writer.join())
+    tokio::task::spawn_blocking(move || writer.join_timeout(WAIT))
         .await
-        .unwrap();
+        .unwrap()
+        .expect("writer stops when the last Recorder is dropped");
+    task.abort();
 }
 
 #[tokio::test]

@@ -123,7 +123,9 @@ fn start_update_complete_round_trip() {
     assert_eq!(st.dropped, 0);
 
     drop(rec);
-    writer.join();
+    writer
+        .join_timeout(FLUSH)
+        .expect("writer stops after the last Recorder is dropped");
 }
 
 #[test]
@@ -192,7 +194,9 @@ fn records_left_open_by_a_crashed_process_are_marked_failed_on_restart() {
         );
         assert!(rec.flush(FLUSH));
         drop(rec);
-        writer.join();
+        writer
+            .join_timeout(FLUSH)
+            .expect("writer stops after the last Recorder is dropped");
     }
 
     // A reader (the CLI, the API) must not recover: the gateway may still own the record.
@@ -215,13 +219,17 @@ fn records_left_open_by_a_crashed_process_are_marked_failed_on_restart() {
     assert_eq!(done.state, CallState::Completed);
     assert_eq!(done.reason, None);
     drop(rec);
-    writer.join();
+    writer
+        .join_timeout(FLUSH)
+        .expect("writer stops after the last Recorder is dropped");
 
     // A third start finds nothing left to recover.
     let (rec, writer) = Recorder::spawn(Store::open(&path).unwrap(), 16).unwrap();
     assert_eq!(rec.stats().recovered, 0);
     drop(rec);
-    writer.join();
+    writer
+        .join_timeout(FLUSH)
+        .expect("writer stops after the last Recorder is dropped");
 }
 
 fn seed(store: &mut Store) {
@@ -471,5 +479,7 @@ fn recorder_never_blocks_when_the_writer_is_stuck_and_counts_drops() {
     assert_eq!(n, accepted);
     assert_eq!(rec.stats().written as usize, accepted);
     drop(rec);
-    writer.join();
+    writer
+        .join_timeout(FLUSH)
+        .expect("writer stops after the last Recorder is dropped");
 }

@@ -12,7 +12,9 @@ pub use calls::{ActiveCall, CallInfo, CallRegistry, CallSnapshot, MediaMeter, Ne
 pub use health::{Health, HealthReport, Readiness, TrunkStatus};
 
 use crate::metrics::{self, Metrics};
-use crate::store::{CallState, Direction, RecordFilter, Recorder, Store, StoreError, Timestamp};
+use crate::store::{
+    CallState, Direction, RecordFilter, RecorderMonitor, Store, StoreError, Timestamp,
+};
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -36,8 +38,8 @@ pub struct ApiState {
     pub calls: CallRegistry,
     /// Call-record database read by `/records`; `None` = records disabled (404).
     pub records_db: Option<PathBuf>,
-    /// The gateway's recorder, for `whatsip_records_*` metrics.
-    pub recorder: Option<Recorder>,
+    /// The gateway's recorder counters, for `whatsip_records_*` metrics.
+    pub recorder: Option<RecorderMonitor>,
 }
 
 impl ApiState {
@@ -53,7 +55,15 @@ impl ApiState {
         }
     }
 
-    pub fn with_records(mut self, db: impl Into<PathBuf>, recorder: Option<Recorder>) -> ApiState {
+    /// Serves `/records` from `db`; `recorder` (from [`Recorder::monitor`]) adds the
+    /// `whatsip_records_*` metrics.
+    ///
+    /// [`Recorder::monitor`]: crate::store::Recorder::monitor
+    pub fn with_records(
+        mut self,
+        db: impl Into<PathBuf>,
+        recorder: Option<RecorderMonitor>,
+    ) -> ApiState {
         self.records_db = Some(db.into());
         self.recorder = recorder;
         self

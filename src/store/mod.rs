@@ -20,7 +20,7 @@ pub use record::{
     CallRecord, CallState, Completion, Direction, Flow, MediaCounters, Reason, RecordFilter,
     RecordUpdate, RecordView, UnknownWord,
 };
-pub use recorder::{Recorder, RecorderStats, WriterHandle};
+pub use recorder::{Recorder, RecorderMonitor, RecorderStats, WriterHandle};
 pub use timestamp::Timestamp;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};

@@ -52,6 +52,33 @@ pub struct RecorderStats {
     pub recovered: u64,
 }
 
+/// Read-only view of a recorder's counters that does not keep the writer alive (for the API).
+#[derive(Clone)]
+pub struct RecorderMonitor(Arc<Stats>);
+
+impl RecorderMonitor {
+    pub fn stats(&self) -> RecorderStats {
+        read_stats(&self.0)
+    }
+}
+
+impl std::fmt::Debug for RecorderMonitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RecorderMonitor")
+            .field(&self.stats())
+            .finish()
+    }
+}
+
+fn read_stats(s: &Stats) -> RecorderStats {
+    RecorderStats {
+        dropped: s.dropped.load(Ordering::Relaxed),
+        written: s.written.load(Ordering::Relaxed),
+        failed: s.failed.load(Ordering::Relaxed),
+        recovered: s.recovered.load(Ordering::Relaxed),
+    }
+}
+
 /// Cheap, cloneable, never-blocking handle to the call-record writer.
 #[derive(Clone)]
 pub struct Recorder {
@@ -80,6 +107,19 @@ impl WriterHandle {
         if self.thread.join().is_err() {
             tracing::error!("call-record writer thread panicked");
         }
+    }
+
+    /// As [`WriterHandle::join`], giving up after `timeout` (the handle is returned).
+    pub fn join_timeout(self, timeout: Duration) -> Result<(), WriterHandle> {
+        let deadline = Instant::now() + timeout;
+        while !self.thread.is_finished() {
+            if Instant::now() >= deadline {
+                return Err(self);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.join();
+        Ok(())
     }
 
     pub fn is_finished(&self) -> bool {
@@ -138,12 +178,12 @@ impl Recorder {
     }
 
     pub fn stats(&self) -> RecorderStats {
-        RecorderStats {
-            dropped: self.stats.dropped.load(Ordering::Relaxed),
-            written: self.stats.written.load(Ordering::Relaxed),
-            failed: self.stats.failed.load(Ordering::Relaxed),
-            recovered: self.stats.recovered.load(Ordering::Relaxed),
-        }
+        read_stats(&self.stats)
+    }
+
+    /// A counters-only handle; unlike a `Recorder` clone it does not keep the writer running.
+    pub fn monitor(&self) -> RecorderMonitor {
+        RecorderMonitor(self.stats.clone())
     }
 
     /// Waits (at most `timeout`) until every event queued before this call is committed.
