@@ -129,6 +129,54 @@ fn start_update_complete_round_trip() {
 }
 
 #[test]
+fn finish_writes_a_whole_record_even_when_its_start_was_never_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("finish.db");
+    let (rec, writer) = Recorder::spawn(Store::open(&path).unwrap(), 16).unwrap();
+    let mut r = CallRecord::new(
+        "late",
+        Direction::UserInitiated,
+        "+15550001111",
+        "+15551234567",
+        ts(1_000),
+    );
+    r.answered_at = Some(ts(2_000));
+    r.ended_at = Some(ts(12_000));
+    r.state = CallState::Completed;
+    r.open = false;
+    r.media = media(1, 2, 3, 4, 0);
+    // No start: e.g. it was dropped while the queue was full.
+    assert!(rec.finish(r.clone()));
+    // And over an existing open record.
+    let mut s = CallRecord::new(
+        "known",
+        Direction::BusinessInitiated,
+        "+15550001111",
+        "+15557654321",
+        ts(5_000),
+    );
+    assert!(rec.start(s.clone()));
+    s.state = CallState::Rejected;
+    s.open = false;
+    s.ended_at = Some(ts(6_000));
+    s.reason = Some(Reason::sip(486, "Busy Here"));
+    assert!(rec.finish(s.clone()));
+    assert!(rec.flush(FLUSH));
+    let reader = Store::open_existing(&path).unwrap();
+    assert_eq!(reader.get("late").unwrap().unwrap(), r);
+    assert_eq!(
+        reader.get("late").unwrap().unwrap().duration_s(),
+        Some(10.0)
+    );
+    assert_eq!(reader.get("known").unwrap().unwrap(), s);
+    assert_eq!(rec.stats().failed, 0);
+    drop(rec);
+    writer
+        .join_timeout(FLUSH)
+        .expect("writer stops after the last Recorder is dropped");
+}
+
+#[test]
 fn completion_with_non_final_state_is_recorded_failed() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path().join("x.db")).unwrap();

@@ -169,6 +169,26 @@ impl ActiveCall {
         }
     }
 
+    /// The call's complete, closed record (for [`Recorder::finish`](crate::store::Recorder::finish)).
+    /// A non-final `state` is recorded as `Failed`.
+    pub fn final_record(
+        &self,
+        state: CallState,
+        reason: Option<Reason>,
+        ended_at: Timestamp,
+    ) -> CallRecord {
+        let mut r = self.to_record();
+        r.state = if state.is_final() {
+            state
+        } else {
+            CallState::Failed
+        };
+        r.open = false;
+        r.ended_at = Some(ended_at);
+        r.reason = reason;
+        r
+    }
+
     /// A JSON-ready view at `now`.
     pub fn snapshot(&self, now: Timestamp) -> CallSnapshot {
         let i = self.info_snapshot();

@@ -168,7 +168,12 @@ impl Store {
 
     /// Writes a new (open) record. Fails if the id exists.
     pub fn insert(&mut self, r: &CallRecord) -> Result<(), StoreError> {
-        insert(&self.conn, r)
+        insert(&self.conn, r, false)
+    }
+
+    /// Writes `r` whole, replacing any record with its id.
+    pub fn upsert(&mut self, r: &CallRecord) -> Result<(), StoreError> {
+        insert(&self.conn, r, true)
     }
 
     /// Applies `u` to record `id`. Returns whether the record exists.
@@ -250,11 +255,16 @@ impl Store {
     }
 }
 
-fn insert(conn: &Connection, r: &CallRecord) -> Result<(), StoreError> {
+fn insert(conn: &Connection, r: &CallRecord, replace: bool) -> Result<(), StoreError> {
     let reason = r.reason.clone().unwrap_or_default();
+    let verb = if replace {
+        "INSERT OR REPLACE"
+    } else {
+        "INSERT"
+    };
     conn.execute(
         &format!(
-            "INSERT INTO call_records ({COLUMNS}) VALUES \
+            "{verb} INTO call_records ({COLUMNS}) VALUES \
              (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
               ?19, ?20, ?21, ?22)"
         ),

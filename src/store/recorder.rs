@@ -16,6 +16,7 @@ enum Event {
     Start(Box<CallRecord>),
     Update(String, Box<RecordUpdate>),
     Complete(String, Box<Completion>),
+    Finish(Box<CallRecord>),
     Flush(SyncSender<()>),
 }
 
@@ -25,6 +26,7 @@ impl Event {
             Event::Start(_) => "start",
             Event::Update(..) => "update",
             Event::Complete(..) => "complete",
+            Event::Finish(_) => "finish",
             Event::Flush(_) => "flush",
         }
     }
@@ -177,6 +179,13 @@ impl Recorder {
         self.send(Event::Complete(id.to_string(), Box::new(completion)))
     }
 
+    /// Writes a finished call's record whole (insert or replace). Unlike
+    /// [`Recorder::complete`] this still leaves a full record if the call's `start` event was
+    /// dropped; the B2BUA builds it with `ActiveCall::final_record`.
+    pub fn finish(&self, record: CallRecord) -> bool {
+        self.send(Event::Finish(Box::new(record)))
+    }
+
     pub fn stats(&self) -> RecorderStats {
         read_stats(&self.stats)
     }
@@ -294,13 +303,14 @@ fn apply(store: &mut Store, batch: &[Event]) -> Result<(u64, u64), StoreError> {
     let (mut written, mut failed) = (0u64, 0u64);
     for ev in batch {
         let res = match ev {
-            Event::Start(r) => super::insert(&tx, r).map(|()| true),
+            Event::Start(r) => super::insert(&tx, r, false).map(|()| true),
+            Event::Finish(r) => super::insert(&tx, r, true).map(|()| true),
             Event::Update(id, u) => super::update(&tx, id, u),
             Event::Complete(id, c) => super::complete(&tx, id, c),
             Event::Flush(_) => continue,
         };
         let id = match ev {
-            Event::Start(r) => r.id.as_str(),
+            Event::Start(r) | Event::Finish(r) => r.id.as_str(),
             Event::Update(id, _) | Event::Complete(id, _) => id.as_str(),
             Event::Flush(_) => "",
         };
