@@ -454,3 +454,34 @@ impl RawRecord {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_and_toml() {
+        let d = StoreConfig::default();
+        assert_eq!(d.path, PathBuf::from("var/whatsip.db"));
+        assert_eq!(d.queue, Recorder::DEFAULT_CAPACITY);
+        let c: StoreConfig = toml::from_str("path = \"/srv/cdr.db\"").unwrap();
+        assert_eq!(c.path, PathBuf::from("/srv/cdr.db"));
+        assert_eq!(c.queue, Recorder::DEFAULT_CAPACITY);
+        assert!(toml::from_str::<StoreConfig>("pth = \"x\"").is_err());
+    }
+
+    #[test]
+    fn recorder_open_creates_parent_folders_from_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = StoreConfig {
+            path: dir.path().join("a/b/whatsip.db"),
+            queue: 4,
+        };
+        let (rec, writer) = Recorder::open(&cfg).unwrap();
+        assert!(cfg.path.is_file());
+        drop(rec);
+        writer
+            .join_timeout(Duration::from_secs(30))
+            .expect("writer stops");
+    }
+}
