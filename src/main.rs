@@ -25,5 +25,6 @@ fn main() -> ExitCode {
             eprintln!("not built yet");
             ExitCode::from(2)
         }
+        Command::Cdr(args) => whatsip::store::cdr::main(&args),
     }
 }
