@@ -57,30 +57,35 @@ pub struct SandboxArgs {
     pub token: String,
 }
 
-/// Where the Graph API is and how to talk to it.
-#[derive(Debug, Clone, Args)]
+/// Where the Graph API is and how to talk to it. Without `--phone-number-id`, the number
+/// and every default below come from the whatsapp profile serving it (`--profiles`); flags
+/// given explicitly override the profile.
+#[derive(Debug, Clone, Args, Default)]
 pub struct GraphArgs {
-    /// Graph API base URL (the sandbox twin: http://127.0.0.1:8081).
-    #[arg(long, default_value = "https://graph.facebook.com")]
-    pub graph_url: String,
-    /// Graph API version path segment.
-    #[arg(long, default_value = "v23.0")]
-    pub api_version: String,
-    /// Environment variable holding the bearer token.
-    #[arg(long, default_value = "WHATSAPP_TOKEN")]
-    pub token_env: String,
-    /// File holding the bearer token (instead of --token-env).
+    /// Folder of SIP profiles to read the number, Graph settings and token from.
     #[arg(long)]
+    pub profiles: Option<PathBuf>,
+    /// Graph API base URL [default https://graph.facebook.com; the sandbox: http://127.0.0.1:8081].
+    #[arg(long)]
+    pub graph_url: Option<String>,
+    /// Graph API version path segment [default v23.0].
+    #[arg(long)]
+    pub api_version: Option<String>,
+    /// Environment variable holding the bearer token [default WHATSAPP_TOKEN].
+    #[arg(long)]
+    pub token_env: Option<String>,
+    /// File holding the bearer token (instead of --token-env).
+    #[arg(long, conflicts_with = "token_env")]
     pub token_file: Option<PathBuf>,
-    /// The business number's phone_number_id.
+    /// The business number's phone_number_id (skips the profiles).
     #[arg(long)]
     pub phone_number_id: Option<String>,
-    /// Per-request timeout in seconds.
-    #[arg(long, default_value_t = 10)]
-    pub timeout_s: u64,
-    /// Retries on HTTP 5xx and rate limits (613, 138005).
-    #[arg(long, default_value_t = 2)]
-    pub retries: u32,
+    /// Per-request timeout in seconds [default 10].
+    #[arg(long)]
+    pub timeout_s: Option<u64>,
+    /// Retries on HTTP 5xx and rate limits (613, 138005) [default 2].
+    #[arg(long)]
+    pub retries: Option<u32>,
     /// First backoff delay in milliseconds (doubles per retry, capped at 10 s).
     #[arg(long, default_value_t = 500)]
     pub retry_base_ms: u64,
@@ -175,9 +180,9 @@ pub struct LocalSipArgs {
     /// Our public host (what Meta's hostname should be).
     #[arg(long)]
     pub public_host: Option<String>,
-    /// Our public port (what Meta's port should be).
-    #[arg(long, default_value_t = 5061)]
-    pub public_port: u16,
+    /// Our public port (what Meta's port should be) [default 5061].
+    #[arg(long)]
+    pub public_port: Option<u16>,
     /// Our TLS listen address.
     #[arg(long)]
     pub listen: Option<SocketAddr>,
@@ -198,6 +203,9 @@ pub enum PermissionsCommand {
     Check {
         /// The user: E.164 (+15551234567) or BSUID (US.1349…).
         user: String,
+        /// The business number (E.164) when the profiles serve several.
+        #[arg(long)]
+        number: Option<String>,
         #[command(flatten)]
         graph: GraphArgs,
         #[arg(long)]
@@ -206,6 +214,9 @@ pub enum PermissionsCommand {
     /// Send the user an interactive call_permission_request message.
     Request {
         user: String,
+        /// The business number (E.164) when the profiles serve several.
+        #[arg(long)]
+        number: Option<String>,
         #[command(flatten)]
         graph: GraphArgs,
         /// Message body text.

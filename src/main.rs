@@ -95,11 +95,19 @@ fn main() -> std::process::ExitCode {
             init_tracing();
             block_on(async move {
                 match *command {
-                    PermissionsCommand::Check { user, graph, json } => {
-                        commands::permissions_check(&user, &graph, json).await
-                    }
-                    PermissionsCommand::Request { user, graph, body } => {
-                        commands::permissions_request(&user, &graph, &body).await
+                    PermissionsCommand::Check {
+                        user,
+                        number,
+                        graph,
+                        json,
+                    } => commands::permissions_check(&user, number.as_deref(), &graph, json).await,
+                    PermissionsCommand::Request {
+                        user,
+                        number,
+                        graph,
+                        body,
+                    } => {
+                        commands::permissions_request(&user, number.as_deref(), &graph, &body).await
                     }
                 }
             })

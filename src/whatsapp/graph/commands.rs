@@ -17,39 +17,85 @@ fn business_digits(number: &str) -> Result<String, String> {
     }
 }
 
-/// Resolves the Graph target from flags.
-pub fn target_from_args(g: &GraphArgs) -> Result<GraphTarget, String> {
-    let pnid = g.phone_number_id.clone().ok_or_else(|| {
-        "--phone-number-id is required (profile lookup of numbers is not wired yet)".to_string()
-    })?;
-    let source = match &g.token_file {
-        Some(p) => TokenSource::File(p.clone()),
-        None => TokenSource::Env(g.token_env.clone()),
+/// Everything a command needs about one business number.
+#[derive(Debug, Clone)]
+pub struct NumberContext {
+    /// E.164 digits of the business number, when known.
+    pub digits: Option<String>,
+    pub target: GraphTarget,
+    /// The settings a profile asks for (the base of `settings push`), when read from one.
+    pub profile_inputs: Option<SettingsInputs>,
+    /// Where the SIP password is kept (a profile's `{ file = … }` source).
+    pub password_file: Option<PathBuf>,
+    /// This gateway's SIP side (for `settings check`), from the profile.
+    pub local: LocalSipArgs,
+}
+
+fn token_source(g: &GraphArgs) -> Option<TokenSource> {
+    match (&g.token_file, &g.token_env) {
+        (Some(p), _) => Some(TokenSource::File(p.clone())),
+        (None, Some(e)) => Some(TokenSource::Env(e.clone())),
+        (None, None) => None,
+    }
+}
+
+fn retry_from(g: &GraphArgs, retries: u32) -> RetryPolicy {
+    RetryPolicy {
+        retries: g.retries.unwrap_or(retries),
+        base: Duration::from_millis(g.retry_base_ms),
+        max: Duration::from_secs(10),
+    }
+}
+
+/// Resolves the number: from flags when `--phone-number-id` is given, else from profiles.
+pub fn resolve(number: Option<&str>, g: &GraphArgs) -> Result<NumberContext, String> {
+    let digits = number.map(business_digits).transpose()?;
+    let Some(pnid) = g.phone_number_id.clone() else {
+        return resolve_from_profiles(digits, g);
     };
-    let token = source.resolve().map_err(|e| e.to_string())?;
-    Ok(GraphTarget {
-        base_url: g.graph_url.clone(),
-        api_version: g.api_version.clone(),
-        token,
-        phone_number_id: pnid,
-        timeout: Duration::from_secs(g.timeout_s.max(1)),
-        retry: RetryPolicy {
-            retries: g.retries,
-            base: Duration::from_millis(g.retry_base_ms),
-            max: Duration::from_secs(10),
+    let token = token_source(g)
+        .unwrap_or_else(|| TokenSource::Env("WHATSAPP_TOKEN".into()))
+        .resolve()
+        .map_err(|e| e.to_string())?;
+    Ok(NumberContext {
+        digits,
+        target: GraphTarget {
+            base_url: g
+                .graph_url
+                .clone()
+                .unwrap_or_else(|| "https://graph.facebook.com".into()),
+            api_version: g.api_version.clone().unwrap_or_else(|| "v23.0".into()),
+            token,
+            phone_number_id: pnid,
+            timeout: Duration::from_secs(g.timeout_s.unwrap_or(10).max(1)),
+            retry: retry_from(g, 2),
         },
+        profile_inputs: None,
+        password_file: None,
+        local: LocalSipArgs::default(),
     })
 }
 
-fn client(g: &GraphArgs) -> Result<GraphClient, i32> {
-    let t = target_from_args(g).map_err(|e| {
+fn resolve_from_profiles(_digits: Option<String>, g: &GraphArgs) -> Result<NumberContext, String> {
+    Err(format!(
+        "--phone-number-id is required: reading numbers from profiles ({}) is not available in this build",
+        g.profiles
+            .as_deref()
+            .unwrap_or(Path::new("sip-profiles"))
+            .display()
+    ))
+}
+
+fn context(number: Option<&str>, g: &GraphArgs) -> Result<(NumberContext, GraphClient), i32> {
+    let ctx = resolve(number, g).map_err(|e| {
         eprintln!("error: {e}");
         2
     })?;
-    GraphClient::new(t).map_err(|e| {
+    let c = GraphClient::new(ctx.target.clone()).map_err(|e| {
         eprintln!("error: {e}");
         2
-    })
+    })?;
+    Ok((ctx, c))
 }
 
 fn default_password_file(digits: &str) -> PathBuf {
@@ -151,17 +197,11 @@ pub async fn settings_pull(
     show_password: bool,
     json: bool,
 ) -> i32 {
-    let digits = match business_digits(number) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 2;
-        }
-    };
-    let c = match client(g) {
-        Ok(c) => c,
+    let (ctx, c) = match context(Some(number), g) {
+        Ok(x) => x,
         Err(code) => return code,
     };
+    let digits = ctx.digits.clone().unwrap_or_default();
     let doc = match c.get_settings(true).await {
         Ok(d) => d,
         Err(e) => return fail(&e),
@@ -190,6 +230,7 @@ pub async fn settings_pull(
     }
     let path = password_file
         .map(Path::to_path_buf)
+        .or(ctx.password_file.clone())
         .unwrap_or_else(|| default_password_file(&digits));
     match password {
         Some(pw) => {
@@ -220,8 +261,11 @@ fn read_json(path: &Path) -> Result<serde_json::Value, String> {
     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Builds the `calling` body from a body file and flags.
-pub fn build_body(b: &SettingsBodyArgs) -> Result<CallingSettings, String> {
+/// Builds the `calling` body: the profile's settings (or a `--body` file), then flags.
+pub fn build_body(
+    profile: Option<&SettingsInputs>,
+    b: &SettingsBodyArgs,
+) -> Result<CallingSettings, String> {
     let mut base = match &b.body {
         Some(p) => {
             let v = read_json(p)?;
@@ -229,7 +273,7 @@ pub fn build_body(b: &SettingsBodyArgs) -> Result<CallingSettings, String> {
             serde_json::from_value::<CallingSettings>(v)
                 .map_err(|e| format!("{}: {e}", p.display()))?
         }
-        None => CallingSettings::default(),
+        None => profile.map(SettingsInputs::build).unwrap_or_default(),
     };
     let call_hours = match &b.call_hours {
         Some(p) => Some(
@@ -295,11 +339,11 @@ pub async fn settings_push(
     dry_run: bool,
     no_validate: bool,
 ) -> i32 {
-    if let Err(e) = business_digits(number) {
-        eprintln!("error: {e}");
-        return 2;
-    }
-    let body = match build_body(b) {
+    let (ctx, c) = match context(Some(number), g) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let body = match build_body(ctx.profile_inputs.as_ref(), b) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("error: {e}");
@@ -322,10 +366,6 @@ pub async fn settings_push(
             return 1;
         }
     }
-    let c = match client(g) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
     let current = match c.get_settings(false).await {
         Ok(d) => d.calling.unwrap_or_default(),
         Err(e) => return fail(&e),
@@ -391,18 +431,27 @@ pub fn cert_valid_for(cert: &Path, host: &str) -> Result<bool, String> {
     Ok(ee.verify_is_valid_for_subject_name(&name).is_ok())
 }
 
-pub async fn settings_check(number: &str, g: &GraphArgs, local: &LocalSipArgs) -> i32 {
-    let digits = match business_digits(number) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 2;
-        }
-    };
-    let c = match client(g) {
-        Ok(c) => c,
+pub async fn settings_check(number: &str, g: &GraphArgs, flags: &LocalSipArgs) -> i32 {
+    let (ctx, c) = match context(Some(number), g) {
+        Ok(x) => x,
         Err(code) => return code,
     };
+    let digits = ctx.digits.clone().unwrap_or_default();
+    // flags override what the profile says
+    let p = ctx.local.clone();
+    let local = LocalSipArgs {
+        public_host: flags.public_host.clone().or(p.public_host),
+        public_port: flags.public_port.or(p.public_port),
+        listen: flags.listen.or(p.listen),
+        cert: flags.cert.clone().or(p.cert),
+        media: flags.media.clone().or(p.media),
+        password_file: flags
+            .password_file
+            .clone()
+            .or(ctx.password_file.clone())
+            .or(p.password_file),
+    };
+    let local = &local;
     let mut f = Findings(Vec::new());
     let push = format!("whatsip settings push +{digits}");
     match c.get_settings(true).await {
@@ -489,7 +538,7 @@ fn check_calling(
             format!("Meta sends INVITEs to {host}, but this gateway is {ours}"),
             Some(format!(
                 "{push} --sip-host {ours} --sip-port {}",
-                local.public_port
+                local.public_port.unwrap_or(5061)
             )),
         ),
         Some(_) => f.add(Level::Ok, format!("Meta's SIP hostname is {host}"), None),
@@ -499,14 +548,17 @@ fn check_calling(
             None,
         ),
     }
-    if meta_port != local.public_port {
+    if meta_port != local.public_port.unwrap_or(5061) {
         f.add(
             Level::Fail,
             format!(
                 "Meta connects to port {meta_port}, but this gateway's public port is {}",
-                local.public_port
+                local.public_port.unwrap_or(5061)
             ),
-            Some(format!("{push} --sip-port {}", local.public_port)),
+            Some(format!(
+                "{push} --sip-port {}",
+                local.public_port.unwrap_or(5061)
+            )),
         );
     } else {
         f.add(Level::Ok, format!("Meta's SIP port is {meta_port}"), None);
@@ -663,7 +715,7 @@ fn print_permissions(user: &UserId, p: &CallPermissions) {
     }
 }
 
-pub async fn permissions_check(user: &str, g: &GraphArgs, json: bool) -> i32 {
+pub async fn permissions_check(user: &str, number: Option<&str>, g: &GraphArgs, json: bool) -> i32 {
     let u = match UserId::parse(user) {
         Ok(u) => u,
         Err(e) => {
@@ -671,8 +723,8 @@ pub async fn permissions_check(user: &str, g: &GraphArgs, json: bool) -> i32 {
             return 2;
         }
     };
-    let c = match client(g) {
-        Ok(c) => c,
+    let (_, c) = match context(number, g) {
+        Ok(x) => x,
         Err(code) => return code,
     };
     match c.call_permissions(&u).await {
@@ -698,7 +750,12 @@ pub async fn permissions_check(user: &str, g: &GraphArgs, json: bool) -> i32 {
     }
 }
 
-pub async fn permissions_request(user: &str, g: &GraphArgs, body: &str) -> i32 {
+pub async fn permissions_request(
+    user: &str,
+    number: Option<&str>,
+    g: &GraphArgs,
+    body: &str,
+) -> i32 {
     let u = match UserId::parse(user) {
         Ok(u) => u,
         Err(e) => {
@@ -706,8 +763,8 @@ pub async fn permissions_request(user: &str, g: &GraphArgs, body: &str) -> i32 {
             return 2;
         }
     };
-    let c = match client(g) {
-        Ok(c) => c,
+    let (_, c) = match context(number, g) {
+        Ok(x) => x,
         Err(code) => return code,
     };
     // Honour the per-pair limits before sending: Meta counts the request even if refused.
