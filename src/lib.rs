@@ -6,5 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod redact;
 pub mod sandbox;
+pub mod sip;
 pub mod whatsapp;

@@ -67,13 +67,9 @@ impl UserId {
     }
 }
 
-/// Masks all but the last 4 characters.
+/// Masks all but the last 4 characters (`crate::redact::phone`).
 pub fn redact(s: &str) -> String {
-    let n = s.chars().count();
-    s.chars()
-        .enumerate()
-        .map(|(i, c)| if i + 4 < n { '*' } else { c })
-        .collect()
+    crate::redact::phone(s).to_string()
 }
 
 impl std::fmt::Display for UserId {

@@ -1,0 +1,6 @@
+//! Sans-IO SIP: messages and their typed headers, URIs, stream framing, transactions, dialogs
+//! and digest authentication. Nothing here touches a socket or reads the clock.
+pub mod header;
+pub mod message;
+pub mod method;
+pub mod uri;
