@@ -47,7 +47,7 @@ pub struct SandboxArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// The gateway's public host: the fixture number's SIP server hostname.
-    #[arg(long, default_value = "localhost")]
+    #[arg(long, default_value = "gateway.whatsip.test")]
     pub gateway_host: String,
     /// The fixture number's SIP server port.
     #[arg(long, default_value_t = 5061)]

@@ -45,7 +45,7 @@ fn push_then_pull_round_trips_and_password_file_is_0600() {
                 "--sip-param",
                 "tgrp=wacall",
                 "--srtp-key-exchange",
-                "SDES",
+                "DTLS",
                 "--codec",
                 "PCMU",
             ],
@@ -56,7 +56,9 @@ fn push_then_pull_round_trips_and_password_file_is_0600() {
     let (out, err) = text(&push);
     assert!(push.status.success(), "{out}\n{err}");
     assert!(
-        out.contains("~ calling.sip.servers[0].hostname: \"localhost\" -> \"gw.example.com\""),
+        out.contains(
+            "~ calling.sip.servers[0].hostname: \"gateway.whatsip.test\" -> \"gw.example.com\""
+        ),
         "{out}"
     );
     assert!(out.contains("pushed"), "{out}");
@@ -92,7 +94,7 @@ fn push_then_pull_round_trips_and_password_file_is_0600() {
         c["sip"]["servers"][0]["request_uri_user_params"],
         json!({"tgrp":"wacall"})
     );
-    assert_eq!(c["srtp_key_exchange_protocol"], "SDES");
+    assert_eq!(c["srtp_key_exchange_protocol"], "DTLS");
     assert_eq!(c["audio"]["additional_codecs"], json!(["PCMU"]));
     assert!(
         c["sip"]["servers"][0].get("sip_user_password").is_none(),
@@ -147,7 +149,7 @@ fn push_new_hostname_repoints_the_sandbox_sip_target_and_dry_run_does_not() {
     assert!(dry.status.success(), "{out}\n{err}");
     assert!(out.contains("dry run: would POST"), "{out}");
     let (_, nums) = sb.get("/sandbox/numbers");
-    assert_eq!(nums["numbers"][0]["hostname"], "localhost");
+    assert_eq!(nums["numbers"][0]["hostname"], "gateway.whatsip.test");
     assert_eq!(nums["numbers"][0]["port"], 5061);
 
     let push = run(

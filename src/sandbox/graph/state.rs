@@ -21,7 +21,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub struct SandboxOptions {
     /// Seed for generated SIP passwords (deterministic when set).
     pub seed: Option<u64>,
-    /// The gateway's public host (the fixture number's SIP server hostname).
+    /// The gateway's public host (the fixture number's SIP server hostname); the shipped
+    /// profile's `sip.public_host`.
     pub gateway_host: String,
     pub gateway_port: u16,
     /// Accepted bearer token.
@@ -34,7 +35,7 @@ impl Default for SandboxOptions {
     fn default() -> Self {
         SandboxOptions {
             seed: None,
-            gateway_host: "localhost".into(),
+            gateway_host: "gateway.whatsip.test".into(),
             gateway_port: 5061,
             token: "sandbox".into(),
             connected_calls_per_day: 100,
@@ -166,7 +167,8 @@ impl SandboxState {
                 }]),
                 other: BTreeMap::new(),
             }),
-            srtp_key_exchange_protocol: None,
+            // the shipped sandbox profile uses SDES toward the sandbox edge
+            srtp_key_exchange_protocol: Some("SDES".into()),
             audio: Some(AudioSettings {
                 additional_codecs: Some(vec!["PCMA".into(), "PCMU".into()]),
             }),
@@ -509,7 +511,7 @@ mod tests {
         let b = SandboxState::new(opts);
         let ta = a.sip_target("+15550001111").unwrap();
         assert_eq!(ta, b.sip_target("106540352242922").unwrap());
-        assert_eq!(ta.hostname.as_deref(), Some("localhost"));
+        assert_eq!(ta.hostname.as_deref(), Some("gateway.whatsip.test"));
         assert_eq!(ta.port, 5061);
         assert_eq!(ta.additional_codecs, vec!["PCMA", "PCMU"]);
         assert_eq!(ta.password.as_ref().map(String::len), Some(32));
