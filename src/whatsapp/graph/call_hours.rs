@@ -427,3 +427,42 @@ mod tests {
         assert_eq!(only(&c), "Invalid status");
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::whatsapp::graph::settings::{Holiday, WeeklyHours};
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn parsers_never_panic(s in "\\PC{0,12}") {
+            let _ = parse_hhmm(&s);
+            let _ = parse_date(&s);
+            let _ = parse_timezone(&s);
+        }
+
+        #[test]
+        fn hhmm_round_trips(h in 0u16..24, m in 0u16..60) {
+            prop_assert_eq!(parse_hhmm(&format!("{h:02}{m:02}")), Some(h * 60 + m));
+        }
+
+        #[test]
+        fn validate_never_panics_and_reports_seed_wording(
+            tz in "\\PC{0,20}",
+            days in proptest::collection::vec(("\\PC{0,10}", "[0-9:]{0,5}", "[0-9:]{0,5}"), 0..6),
+            hols in proptest::collection::vec(("[0-9-]{0,11}", "[0-9]{0,4}", "[0-9]{0,4}"), 0..25),
+        ) {
+            let ch = CallHours {
+                status: Some("ENABLED".into()),
+                timezone_id: Some(tz),
+                weekly_operating_hours: Some(days.into_iter().map(|(d, o, c)| WeeklyHours { day_of_week: d, open_time: o, close_time: c }).collect()),
+                holiday_schedule: Some(hols.into_iter().map(|(d, s, e)| Holiday { date: d, start_time: s, end_time: e }).collect()),
+            };
+            let known = [MSG_INVALID_STATUS, MSG_INVALID_SCHEDULE, MSG_PAST_DATE, MSG_TIMEZONE, MSG_WEEKLY_EMPTY, MSG_DATE_FORMAT, MSG_MORE_THAN_2, MSG_OVERLAP, MSG_MORE_THAN_20_HOLIDAYS];
+            for v in validate(&ch, Timestamp::UNIX_EPOCH) {
+                prop_assert!(known.contains(&v.message));
+            }
+        }
+    }
+}

@@ -165,7 +165,9 @@ impl GraphClient {
                 Ok(v) => return Ok(v),
                 Err(e) if e.is_retryable() && attempt < self.target.retry.retries => {
                     let wait = self.target.retry.delay(attempt);
-                    tracing::warn!(%method, path, attempt = attempt + 1, ?wait, error = %e, "Graph request failed; retrying");
+                    // the query may hold a user's number: log the path only
+                    let endpoint = path.split('?').next().unwrap_or_default();
+                    tracing::warn!(%method, endpoint, attempt = attempt + 1, ?wait, code = ?e.meta_code(), "Graph request failed; retrying");
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
@@ -215,8 +217,8 @@ impl GraphClient {
         if e.is_timeout() {
             GraphError::Timeout(self.target.timeout)
         } else {
-            // reqwest errors include the URL, never the Authorization header.
-            GraphError::Transport(e.to_string())
+            // without the URL: its query may hold a user's number
+            GraphError::Transport(e.without_url().to_string())
         }
     }
 

@@ -198,3 +198,21 @@ mod tests {
         assert_eq!(mk(502, 1).sip_answer().status, 503);
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn envelope_parse_never_panics(s in "\\PC{0,200}", code in any::<u32>(), status in 100u16..600) {
+            if let Ok(env) = serde_json::from_str::<ErrorEnvelope>(&s) {
+                let _ = GraphError::Api(ApiError::from_envelope(status, env)).sip_answer();
+            }
+            let env = ErrorEnvelope { error: ErrorBody { message: s, code, ..Default::default() } };
+            let a = GraphError::Api(ApiError::from_envelope(status, env)).sip_answer();
+            prop_assert!((400..600).contains(&a.status));
+        }
+    }
+}

@@ -421,3 +421,24 @@ mod tests {
         assert_eq!(c.len(), 1);
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn user_id_parse_never_panics(s in "\\PC{0,40}") {
+            if let Ok(u) = UserId::parse(&s) {
+                // a parsed id re-parses to itself
+                prop_assert_eq!(UserId::parse(&u.to_string()).ok(), Some(u));
+            }
+        }
+
+        #[test]
+        fn permissions_json_never_panics(s in "\\PC{0,200}") {
+            let _ = serde_json::from_str::<CallPermissions>(&s);
+        }
+    }
+}
