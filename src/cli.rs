@@ -125,7 +125,8 @@ pub enum SettingsCommand {
     },
     /// Diagnose "no INVITE arrives": Meta's SIP settings vs this gateway.
     Check {
-        number: String,
+        /// Business number (E.164); optional when the profiles serve one number.
+        number: Option<String>,
         #[command(flatten)]
         graph: GraphArgs,
         #[command(flatten)]

@@ -87,7 +87,7 @@ fn main() -> std::process::ExitCode {
                         number,
                         graph,
                         local,
-                    } => commands::settings_check(&number, &graph, &local).await,
+                    } => commands::settings_check(number.as_deref(), &graph, &local).await,
                 }
             })
         }

@@ -455,3 +455,84 @@ async fn control_messages(State(app): State<App>) -> Response {
     let msgs = app.state.lock().messages.clone();
     Json(json!({ "messages": msgs })).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::whatsapp::graph::permissions::{PermissionLookup, UserId};
+    use crate::whatsapp::graph::{GraphClient, GraphTarget, RetryPolicy, Token};
+
+    async fn serve(state: SandboxState) -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(l, router(state)).await;
+        });
+        format!("http://{addr}")
+    }
+
+    fn client(base: String) -> GraphClient {
+        GraphClient::new(GraphTarget {
+            base_url: base,
+            api_version: "v23.0".into(),
+            token: Token::new("sandbox"),
+            phone_number_id: state::FIXTURE_PHONE_NUMBER_ID.into(),
+            timeout: Duration::from_secs(5),
+            retry: RetryPolicy::default(),
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn permission_lookup_authorizes_caches_and_invalidates() {
+        let st = SandboxState::new(state::SandboxOptions::default());
+        let lookup =
+            PermissionLookup::new(client(serve(st.clone()).await), Duration::from_secs(60), 5);
+        let ok = UserId::parse("+15551234567").unwrap();
+        let none = UserId::parse("US.13491208655302741919").unwrap();
+        assert!(lookup.authorize_call(&ok).await.is_ok());
+        let e = lookup.authorize_call(&none).await.unwrap_err();
+        let a = e.sip_answer();
+        assert_eq!(
+            (a.status, a.warning.as_str()),
+            (
+                403,
+                "399 whatsip \"Meta 138006: no approved call permission\""
+            )
+        );
+
+        // the twin changes; the cache still answers until invalidated
+        st.set_permission("+15557654321", "permanent", None, unix_now())
+            .unwrap();
+        assert!(lookup.authorize_call(&none).await.is_err());
+        lookup.invalidate(&none).await;
+        assert!(lookup.authorize_call(&none).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn calls_endpoint_answers_131055_with_sip_and_enforces_permission_without() {
+        let st = SandboxState::new(state::SandboxOptions::default());
+        let c = client(serve(st.clone()).await);
+        let body = json!({"messaging_product":"whatsapp","to":"15557654321","action":"connect",
+            "session":{"sdp_type":"offer","sdp":"v=0\r\n"}});
+        let e = c.post("calls", &body).await.unwrap_err();
+        assert_eq!(e.meta_code(), Some(MetaCode::SipEnabledForNumber));
+        let off: CallingSettings =
+            serde_json::from_value(json!({"sip":{"status":"DISABLED"}})).unwrap();
+        c.post_settings(&off).await.unwrap();
+        let e = c.post("calls", &body).await.unwrap_err();
+        assert_eq!(e.meta_code(), Some(MetaCode::NoCallPermission));
+        let mut long = body.clone();
+        long["to"] = json!("15551234567");
+        long["biz_opaque_callback_data"] = json!("x".repeat(513));
+        let e = c.post("calls", &long).await.unwrap_err();
+        assert_eq!(e.meta_code(), Some(MetaCode::InvalidParameter));
+        long["biz_opaque_callback_data"] = json!("x".repeat(512));
+        let v = c.post("calls", &long).await.unwrap();
+        assert!(
+            v.pointer("/calls/0/id")
+                .and_then(Value::as_str)
+                .is_some_and(|id| id.starts_with("wacid."))
+        );
+    }
+}

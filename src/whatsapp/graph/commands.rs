@@ -431,12 +431,12 @@ pub fn cert_valid_for(cert: &Path, host: &str) -> Result<bool, String> {
     Ok(ee.verify_is_valid_for_subject_name(&name).is_ok())
 }
 
-pub async fn settings_check(number: &str, g: &GraphArgs, flags: &LocalSipArgs) -> i32 {
-    let (ctx, c) = match context(Some(number), g) {
+pub async fn settings_check(number: Option<&str>, g: &GraphArgs, flags: &LocalSipArgs) -> i32 {
+    let (ctx, c) = match context(number, g) {
         Ok(x) => x,
         Err(code) => return code,
     };
-    let digits = ctx.digits.clone().unwrap_or_default();
+    let digits = ctx.digits.clone();
     // flags override what the profile says
     let p = ctx.local.clone();
     let local = LocalSipArgs {
@@ -449,11 +449,16 @@ pub async fn settings_check(number: &str, g: &GraphArgs, flags: &LocalSipArgs) -
             .password_file
             .clone()
             .or(ctx.password_file.clone())
-            .or(p.password_file),
+            .or(p.password_file)
+            .or_else(|| digits.as_deref().map(default_password_file)),
     };
     let local = &local;
+    let shown = digits
+        .as_deref()
+        .map(|d| format!("+{d}"))
+        .unwrap_or_else(|| "<number>".into());
     let mut f = Findings(Vec::new());
-    let push = format!("whatsip settings push +{digits}");
+    let push = format!("whatsip settings push {shown}");
     match c.get_settings(true).await {
         Err(e) => f.add(
             Level::Fail,
@@ -462,7 +467,7 @@ pub async fn settings_check(number: &str, g: &GraphArgs, flags: &LocalSipArgs) -
         ),
         Ok(doc) => {
             let calling = doc.calling.unwrap_or_default();
-            check_calling(&mut f, &calling, local, &digits, &push);
+            check_calling(&mut f, &calling, local, &shown, &push);
         }
     }
     let mut fails = 0;
@@ -493,7 +498,7 @@ fn check_calling(
     f: &mut Findings,
     calling: &CallingSettings,
     local: &LocalSipArgs,
-    digits: &str,
+    shown: &str,
     push: &str,
 ) {
     if calling.calling_enabled() {
@@ -640,11 +645,15 @@ fn check_calling(
             None,
         ),
     }
-    let pw_path = local
-        .password_file
-        .clone()
-        .unwrap_or_else(|| default_password_file(digits));
     let meta_pw = server.sip_user_password.as_deref();
+    let Some(pw_path) = local.password_file.clone() else {
+        f.add(
+            Level::Warn,
+            "no password file known: stored SIP password not checked",
+            Some("give <number> or --password-file".into()),
+        );
+        return;
+    };
     match (meta_pw, std::fs::read_to_string(&pw_path)) {
         (None, _) => f.add(
             Level::Fail,
@@ -656,12 +665,12 @@ fn check_calling(
         (Some(_), Err(_)) => f.add(
             Level::Fail,
             format!("no SIP password stored at {}", pw_path.display()),
-            Some(format!("whatsip settings pull +{digits}")),
+            Some(format!("whatsip settings pull {shown}")),
         ),
         (Some(m), Ok(ours)) if ours.trim() != m => f.add(
             Level::Fail,
             format!("SIP password in {} differs from Meta's", pw_path.display()),
-            Some(format!("whatsip settings pull +{digits}")),
+            Some(format!("whatsip settings pull {shown}")),
         ),
         (Some(_), Ok(_)) => {
             f.add(
