@@ -6,7 +6,9 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod config;
 pub mod redact;
 pub mod sandbox;
 pub mod sip;
+pub mod transport;
 pub mod whatsapp;

@@ -1,5 +1,7 @@
 use clap::Parser;
+use std::process::ExitCode;
 use whatsip::cli::{Cli, Command, PermissionsCommand, SettingsCommand};
+use whatsip::config;
 use whatsip::whatsapp::graph::commands;
 
 fn init_tracing() {
@@ -11,26 +13,37 @@ fn init_tracing() {
         .try_init();
 }
 
-fn block_on<F: std::future::Future<Output = i32>>(f: F) -> std::process::ExitCode {
+fn block_on<F: std::future::Future<Output = i32>>(f: F) -> ExitCode {
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => std::process::ExitCode::from(rt.block_on(f).clamp(0, 255) as u8),
+        Ok(rt) => ExitCode::from(rt.block_on(f).clamp(0, 255) as u8),
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            std::process::ExitCode::from(1)
+            ExitCode::from(1)
         }
     }
 }
 
-fn main() -> std::process::ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { .. } | Command::Check { .. } => {
-            eprintln!("not built yet");
-            std::process::ExitCode::from(2)
-        }
+        Command::Check { profiles } => match config::load_or_report(&profiles) {
+            Ok(cfg) => {
+                println!("{}", cfg.summary());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Run { profiles } => match config::load_or_report(&profiles) {
+            Ok(cfg) => {
+                eprintln!("{}", cfg.summary());
+                eprintln!("the gateway runtime is not wired yet");
+                ExitCode::from(2)
+            }
+            Err(code) => code,
+        },
         Command::Sandbox(args) => {
             init_tracing();
             let state = whatsip::sandbox::SandboxState::new(whatsip::sandbox::SandboxOptions {

@@ -31,7 +31,7 @@ pub struct NumberContext {
     pub local: LocalSipArgs,
 }
 
-fn token_source(g: &GraphArgs) -> Option<TokenSource> {
+pub(crate) fn token_source(g: &GraphArgs) -> Option<TokenSource> {
     match (&g.token_file, &g.token_env) {
         (Some(p), _) => Some(TokenSource::File(p.clone())),
         (None, Some(e)) => Some(TokenSource::Env(e.clone())),
@@ -39,7 +39,7 @@ fn token_source(g: &GraphArgs) -> Option<TokenSource> {
     }
 }
 
-fn retry_from(g: &GraphArgs, retries: u32) -> RetryPolicy {
+pub(crate) fn retry_from(g: &GraphArgs, retries: u32) -> RetryPolicy {
     RetryPolicy {
         retries: g.retries.unwrap_or(retries),
         base: Duration::from_millis(g.retry_base_ms),
@@ -76,14 +76,8 @@ pub fn resolve(number: Option<&str>, g: &GraphArgs) -> Result<NumberContext, Str
     })
 }
 
-fn resolve_from_profiles(_digits: Option<String>, g: &GraphArgs) -> Result<NumberContext, String> {
-    Err(format!(
-        "--phone-number-id is required: reading numbers from profiles ({}) is not available in this build",
-        g.profiles
-            .as_deref()
-            .unwrap_or(Path::new("sip-profiles"))
-            .display()
-    ))
+fn resolve_from_profiles(digits: Option<String>, g: &GraphArgs) -> Result<NumberContext, String> {
+    super::profile::resolve(digits, g)
 }
 
 fn context(number: Option<&str>, g: &GraphArgs) -> Result<(NumberContext, GraphClient), i32> {
