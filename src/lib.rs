@@ -10,6 +10,8 @@ pub mod cli;
 pub mod config;
 pub mod metrics;
 pub mod redact;
+pub mod sandbox;
 pub mod sip;
 pub mod store;
 pub mod transport;
+pub mod whatsapp;
