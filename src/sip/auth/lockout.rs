@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 pub struct LockoutConfig {
     /// Failures that trigger the lockout; 0 disables it.
     pub threshold: u32,
-    /// How long a locked source is refused, and how long a failure is remembered.
+    /// How long a locked source is refused, and how long a failure is remembered
+    /// (capped at one year).
     pub cooldown: Duration,
     /// Upper bound on tracked sources.
     pub max_sources: usize,
@@ -27,6 +28,8 @@ impl Default for LockoutConfig {
         }
     }
 }
+
+const MAX_COOLDOWN: Duration = Duration::from_secs(365 * 24 * 3600);
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -44,7 +47,8 @@ pub struct Lockout {
 
 impl Lockout {
     /// An empty table.
-    pub fn new(config: LockoutConfig) -> Self {
+    pub fn new(mut config: LockoutConfig) -> Self {
+        config.cooldown = config.cooldown.min(MAX_COOLDOWN);
         Lockout {
             config,
             entries: HashMap::new(),
@@ -101,7 +105,7 @@ impl Lockout {
         e.failures = e.failures.saturating_add(1);
         e.last_failure = now;
         if e.failures >= self.config.threshold {
-            e.locked_until = Some(now + cooldown);
+            e.locked_until = Some(now.checked_add(cooldown).unwrap_or(now));
             tracing::warn!(%source, failures = e.failures, "digest auth: source locked out");
             Some(cooldown)
         } else {

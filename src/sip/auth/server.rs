@@ -206,7 +206,6 @@ impl DigestServer {
     /// * `request_uri`: when `Some`, the `uri` parameter must equal it exactly (else 400).
     /// * `credentials`: every `Authorization` (401 mode) or `Proxy-Authorization` (407 mode)
     ///   value of the request; the one for our realm is used.
-    #[allow(clippy::too_many_arguments)]
     pub fn authenticate<'a>(
         &mut self,
         now: Instant,
