@@ -919,3 +919,39 @@ mod prop {
         }
     }
 }
+
+#[test]
+fn secrets_never_appear_in_debug_output() {
+    let client = DigestClient::new("alice", "hunter2-secret");
+    let secret = UserSecret::Password("hunter2-secret".into());
+    let ha1 = UserSecret::Ha1("0123abcd".into());
+    let t0 = Instant::now();
+    let srv = server(vec![Algorithm::Md5], t0);
+    for s in [
+        format!("{client:?}"),
+        format!("{secret:?}"),
+        format!("{ha1:?}"),
+        format!("{srv:?}"),
+    ] {
+        assert!(
+            !s.contains("hunter2") && !s.contains("0123abcd") && !s.contains("[42"),
+            "{s}"
+        );
+    }
+}
+
+#[test]
+fn lockout_threshold_zero_disables_it() {
+    let t0 = Instant::now();
+    let mut cfg = ServerConfig::new("example.org");
+    cfg.lockout.threshold = 0;
+    let mut srv = DigestServer::new(cfg, [2; 32], t0).unwrap();
+    for i in 0..20 {
+        let ch = srv.challenge(t0);
+        let a = DigestClient::new("alice", "bad")
+            .respond(values(&ch), "INVITE", "sip:b@x", None, &mut fixed("c"))
+            .unwrap();
+        let v = srv.authenticate(t0, ip(), "INVITE", None, [a.as_str()], &users());
+        assert!(matches!(v, Verdict::Challenge(_)), "attempt {i}: {v:?}");
+    }
+}
