@@ -221,7 +221,7 @@ impl RtpHeader {
             return Err(RtpError::TooManyCsrcs);
         }
         if self.extension_profile.is_some()
-            && (ext_data.len() % 4 != 0 || ext_data.len() / 4 > usize::from(u16::MAX))
+            && (!ext_data.len().is_multiple_of(4) || ext_data.len() / 4 > usize::from(u16::MAX))
         {
             return Err(RtpError::ExtensionNotAligned);
         }

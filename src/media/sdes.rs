@@ -297,11 +297,10 @@ pub fn accept_answer(
     our_offer: &[(CryptoAttribute, MasterKey)],
     answer: &CryptoAttribute,
 ) -> Result<(MasterKey, MasterKey, Option<Mki>), SdesError> {
-    let (offered, local) = our_offer
+    let (_, local) = our_offer
         .iter()
         .find(|(a, _)| a.tag == answer.tag && a.suite == answer.suite)
         .ok_or(SdesError::NoAcceptableSuite)?;
-    let _ = offered;
     let (remote, mki) = answer.master_key()?;
     Ok((local.clone(), remote, mki))
 }

@@ -284,7 +284,7 @@ impl Transform {
                 Ok(at + tag_len)
             }
             Transform::Gcm { aead, salt } => {
-                let iv = Self::gcm_iv(salt, ssrc, u32::from(index >> 16), index as u16);
+                let iv = Self::gcm_iv(salt, ssrc, index >> 16, index as u16);
                 let mut aad = [0u8; 12];
                 aad[..8].copy_from_slice(&buf[..8]);
                 aad[8..].copy_from_slice(&e_index);
