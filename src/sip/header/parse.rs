@@ -12,3 +12,8 @@ pub use message::{MAX_MESSAGE_SIZE, message, message_prefix, serialize};
 pub use scan::{percent_decode, unquote};
 pub use uri::uri;
 pub use value::{call_id, cseq, name_addr, number, session_expires, split_list, via};
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
