@@ -5,6 +5,7 @@
 //! shell (`transport`, `media::io`, `api`) that owns every socket.
 #![forbid(unsafe_code)]
 
+pub mod call;
 pub mod cli;
 pub mod config;
 pub mod redact;
