@@ -5,9 +5,14 @@
 //! shell (`transport`, `media::io`, `api`) that owns every socket.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod call;
 pub mod cli;
 pub mod config;
+pub mod metrics;
 pub mod redact;
+pub mod sandbox;
 pub mod sip;
+pub mod store;
 pub mod transport;
+pub mod whatsapp;

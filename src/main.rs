@@ -1,7 +1,30 @@
 use clap::Parser;
 use std::process::ExitCode;
-use whatsip::cli::{Cli, Command};
+use whatsip::cli::{Cli, Command, PermissionsCommand, SettingsCommand};
 use whatsip::config;
+use whatsip::whatsapp::graph::commands;
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn block_on<F: std::future::Future<Output = i32>>(f: F) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => ExitCode::from(rt.block_on(f).clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -21,9 +44,87 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Sandbox => {
-            eprintln!("not built yet");
-            ExitCode::from(2)
+        Command::Sandbox(args) => {
+            init_tracing();
+            let state = whatsip::sandbox::SandboxState::new(whatsip::sandbox::SandboxOptions {
+                seed: args.seed,
+                gateway_host: args.gateway_host,
+                gateway_port: args.gateway_port,
+                token: args.token,
+                ..Default::default()
+            });
+            block_on(async move {
+                println!(
+                    "sandbox HTTP (Graph twin + control) on http://{}",
+                    args.http
+                );
+                match whatsip::sandbox::serve_http(args.http, state).await {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("error: sandbox HTTP on {}: {e}", args.http);
+                        1
+                    }
+                }
+            })
         }
+        Command::Settings { command } => {
+            init_tracing();
+            block_on(async move {
+                match *command {
+                    SettingsCommand::Pull {
+                        number,
+                        graph,
+                        password_file,
+                        show_password,
+                        json,
+                    } => {
+                        commands::settings_pull(
+                            &number,
+                            &graph,
+                            password_file.as_deref(),
+                            show_password,
+                            json,
+                        )
+                        .await
+                    }
+                    SettingsCommand::Push {
+                        number,
+                        graph,
+                        body,
+                        dry_run,
+                        no_validate,
+                    } => {
+                        commands::settings_push(&number, &graph, &body, dry_run, no_validate).await
+                    }
+                    SettingsCommand::Check {
+                        number,
+                        graph,
+                        local,
+                    } => commands::settings_check(number.as_deref(), &graph, &local).await,
+                }
+            })
+        }
+        Command::Permissions { command } => {
+            init_tracing();
+            block_on(async move {
+                match *command {
+                    PermissionsCommand::Check {
+                        user,
+                        number,
+                        graph,
+                        json,
+                    } => commands::permissions_check(&user, number.as_deref(), &graph, json).await,
+                    PermissionsCommand::Request {
+                        user,
+                        number,
+                        graph,
+                        body,
+                    } => {
+                        commands::permissions_request(&user, number.as_deref(), &graph, &body).await
+                    }
+                }
+            })
+        }
+        Command::Cdr(args) => whatsip::store::cdr::main(&args),
     }
 }

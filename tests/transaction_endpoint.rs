@@ -923,3 +923,121 @@ Content-Length: 0\r\n\r\n";
     let bye_text = String::from_utf8(bye.to_bytes()).unwrap();
     assert!(bye_text.contains("CSeq: 1 BYE\r\n"), "{bye_text}");
 }
+
+#[test]
+fn unparsable_request_gets_stateless_400_with_warning() {
+    use whatsip::sip::message::Framing;
+    let raw = "OPTIONS sip:service@127.0.0.1:5080 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 10.0.0.5:6000;branch=z9hG4bKbad;rport\r\n\
+From: <sip:sipp@127.0.0.1>;tag=x1\r\n\
+To: <sip:service@127.0.0.1>\r\n\
+Call-ID: bad-1\r\n\
+CSeq: 1 OPTIONS\r\n\
+This line has no colon\r\n\
+Content-Length: 0\r\n\r\n";
+    let err = Message::parse(raw.as_bytes(), Framing::Datagram).unwrap_err();
+    let t0 = Instant::now();
+    let mut ep = endpoint();
+    ep.handle_malformed(t0, raw.as_bytes(), &err, udp("198.51.100.4:6001"));
+    let t = transmits(&mut ep);
+    assert_eq!(t.len(), 1);
+    assert_eq!(
+        t[0].target.destination,
+        Destination::Addr("198.51.100.4:6001".parse().unwrap()),
+        "rport/received rules apply"
+    );
+    let Message::Response(r) = &t[0].message else {
+        panic!()
+    };
+    assert_eq!(r.status, 400);
+    assert_eq!(r.headers.get(&HeaderName::CallId), Some("bad-1"));
+    assert!(r.headers.to().unwrap().tag().is_some());
+    assert!(
+        r.headers
+            .get(&HeaderName::Warning)
+            .unwrap()
+            .starts_with("399 127.0.0.1 \"")
+    );
+    // A malformed ACK or response is dropped.
+    let ack = raw.replacen("OPTIONS sip", "ACK sip", 1);
+    ep.handle_malformed(t0, ack.as_bytes(), &err, udp("198.51.100.4:6001"));
+    let resp = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 1.2.3.4\r\n\r\n";
+    ep.handle_malformed(t0, resp.as_bytes(), &err, udp("198.51.100.4:6001"));
+    assert!(transmits(&mut ep).is_empty());
+}
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn header_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[ -~]{0,40}",
+            Just(String::new()),
+            Just("<sip:x@y>;tag=".to_string()),
+            Just("SIP/2.0/UDP [::1]:0;branch=z9hG4bK;rport=99999".to_string()),
+            Just("4294967296 INVITE".to_string()),
+            Just("1 ACK".to_string()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// Any header values, any method, any order of input: the endpoint answers or drops,
+        /// never panics, and its timers run out.
+        #[test]
+        fn endpoint_survives_arbitrary_headers(
+            method in prop_oneof![Just(Method::Invite), Just(Method::Ack), Just(Method::Cancel), Just(Method::Bye), Just(Method::Options)],
+            values in proptest::collection::vec((0usize..7, header_value()), 0..8),
+            status in 100u16..700,
+            respond in any::<bool>(),
+        ) {
+            let names = [HeaderName::Via, HeaderName::From, HeaderName::To, HeaderName::CallId,
+                         HeaderName::CSeq, HeaderName::MaxForwards, HeaderName::Require];
+            let t0 = Instant::now();
+            let mut ep = endpoint();
+            let mut req = incoming(method.clone(), 1, "z9hG4bKprop");
+            for (i, v) in &values {
+                req.headers.set(names[*i].clone(), v.clone());
+            }
+            ep.handle_incoming(t0, Message::Request(req.clone()), udp(PEER));
+            ep.handle_incoming(t0 + ms(1), Message::Request(req.clone()), udp(PEER));
+            let mut resp = whatsip::sip::transaction::response_to(&req, status, "");
+            resp.headers.push(HeaderName::Contact, "<sip:x@192.0.2.7>");
+            ep.handle_incoming(t0 + ms(2), Message::Response(resp.clone()), udp(PEER));
+            let _ = Dialog::uas(&req, "t", sip_uri(None, "127.0.0.1", None));
+            let _ = Dialog::uac(&req, &resp);
+            for e in events(&mut ep) {
+                if let Event::Request { id, .. } = e && respond {
+                    let _ = ep.respond(t0 + ms(3), id, status);
+                }
+            }
+            let mut n = 0;
+            while let Some(at) = ep.poll_timeout() {
+                ep.handle_timeout(at);
+                transmits(&mut ep);
+                events(&mut ep);
+                n += 1;
+                prop_assert!(n < 10_000, "timers never run out");
+            }
+        }
+    }
+}
+
+#[test]
+fn transport_error_reaches_the_tu_and_ends_the_transaction() {
+    let t0 = Instant::now();
+    let mut ep = endpoint();
+    let inv = outgoing_invite(&mut ep);
+    let id = ep.send_request(t0, inv, peer_target()).unwrap();
+    let t = transmits(&mut ep);
+    assert_eq!(t[0].txn, Some(id));
+    ep.handle_transport_error(t0 + ms(1), t[0].txn.unwrap());
+    assert_eq!(events(&mut ep), vec![Event::TransportError { id }]);
+    assert!(ep.is_empty());
+    ep.handle_timeout(t0 + Duration::from_secs(40));
+    assert!(
+        transmits(&mut ep).is_empty(),
+        "no retransmission after the error"
+    );
+}

@@ -2,9 +2,10 @@
 //! `sip::endpoint::Endpoint`: received bytes are parsed and fed in with the wall-clock
 //! `Instant`, queued `Transmit`s are serialized and sent, timers are slept on.
 //!
-//! Guarantees: no protocol decision is made here; requests that fail to parse are dropped
-//! (the transport already answers unframeable input); a send failure of a transaction's
-//! message is reported to the endpoint as a transport error.
+//! Guarantees: no protocol decision is made here: parsed messages go to
+//! `Endpoint::handle_incoming`, unparsable ones to `Endpoint::handle_malformed` (which answers
+//! 400/505/513 when it can); a failed send is reported to its transaction
+//! (`Event::TransportError` for the TU).
 use crate::sip::endpoint::{Destination, Endpoint, Event, Source, Target, Transmit, TransportKind};
 use crate::sip::message::{Framing, Message};
 use crate::transport::{self, ConnId, Kind, Outgoing, Transport};
@@ -66,6 +67,9 @@ impl Driver {
     async fn send(&mut self, t: Transmit) {
         let Some(addr) = resolve(&t.target.destination).await else {
             tracing::debug!(?t.target, "cannot resolve destination");
+            if let Some(id) = t.txn {
+                self.endpoint.handle_transport_error(Instant::now(), id);
+            }
             return;
         };
         let mut out = Outgoing::new(
@@ -75,6 +79,9 @@ impl Driver {
         out.conn = t.target.connection.map(ConnId);
         if let Err(e) = self.transport.send(out).await {
             tracing::debug!(error = %e, "send failed");
+            if let Some(id) = t.txn {
+                self.endpoint.handle_transport_error(Instant::now(), id);
+            }
         }
     }
 
@@ -109,16 +116,17 @@ impl Driver {
                     None => return Step::Closed,
                     Some(transport::Event::Message(m)) => {
                         let framing = if m.transport.is_stream() { Framing::Stream } else { Framing::Datagram };
+                        let source = Source {
+                            transport: transport_kind(m.transport),
+                            remote: m.source,
+                            connection: m.conn.map(|c| c.0),
+                        };
                         match Message::parse(&m.bytes, framing) {
-                            Ok(msg) => {
-                                let source = Source {
-                                    transport: transport_kind(m.transport),
-                                    remote: m.source,
-                                    connection: m.conn.map(|c| c.0),
-                                };
-                                self.endpoint.handle_incoming(Instant::now(), msg, source);
+                            Ok(msg) => self.endpoint.handle_incoming(Instant::now(), msg, source),
+                            Err(e) => {
+                                tracing::debug!(error = %e, "unparsable message");
+                                self.endpoint.handle_malformed(Instant::now(), &m.bytes, &e, source);
                             }
-                            Err(e) => tracing::debug!(error = %e, "dropping unparsable message"),
                         }
                     }
                     Some(_) => {}

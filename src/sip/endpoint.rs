@@ -101,6 +101,9 @@ pub struct Target {
 pub struct Transmit {
     pub message: Message,
     pub target: Target,
+    /// The transaction this belongs to (`None`: stateless answer or end-to-end ACK); report a
+    /// send failure with `Endpoint::handle_transport_error(now, txn)`.
+    pub txn: Option<TxnId>,
 }
 
 /// What the endpoint reports to the TU.
@@ -317,8 +320,84 @@ impl Endpoint {
         }
     }
 
-    /// Bytes that failed to parse as a request but whose Via etc. could be salvaged are not
-    /// answerable here; the shell answers 400 using `ParseError::warning_text` when it can.
+    /// Bytes from `source` that `Message::parse` rejected with `error`. A request (not ACK)
+    /// whose Via, From, To, Call-ID and CSeq lines can be found is answered statelessly with
+    /// `error.sip_status()` (400, 505, 513) and a Warning carrying the reason; anything else
+    /// (responses, ACKs, no Via) is dropped. Header lines are copied verbatim, not parsed.
+    pub fn handle_malformed(
+        &mut self,
+        _now: Instant,
+        bytes: &[u8],
+        error: &ParseError,
+        source: Source,
+    ) {
+        let head = bytes
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(bytes, |i| &bytes[..i]);
+        let text = String::from_utf8_lossy(head);
+        let mut lines = text.split("\r\n");
+        let start = lines.next().unwrap_or_default();
+        let method = start.split(' ').next().unwrap_or_default();
+        if start.starts_with("SIP/") || method == "ACK" || method.is_empty() {
+            return;
+        }
+        let mut headers = crate::sip::message::Headers::new();
+        for line in lines {
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            let name = HeaderName::parse(name.trim());
+            if matches!(
+                name,
+                HeaderName::Via
+                    | HeaderName::From
+                    | HeaderName::To
+                    | HeaderName::CallId
+                    | HeaderName::CSeq
+            ) && !line.starts_with([' ', '\t'])
+            {
+                headers.push(name, value.trim());
+            }
+        }
+        if !headers.contains(&HeaderName::Via) {
+            return;
+        }
+        let target = match headers.top_via() {
+            Ok(mut via) => {
+                stamp_via(&mut via, source);
+                response_target(&via, source)
+            }
+            Err(_) => Target {
+                transport: source.transport,
+                destination: Destination::Addr(source.remote),
+                connection: source.connection,
+            },
+        };
+        let status = error.sip_status();
+        let mut resp = Response {
+            status,
+            reason: crate::sip::transaction::default_reason(status).to_string(),
+            headers,
+            body: Default::default(),
+        };
+        let tag = self.new_tag();
+        if let Some(h) = resp.headers.0.iter_mut().find(|h| h.name == HeaderName::To)
+            && !h.value.contains(";tag=")
+        {
+            h.value = format!("{};tag={tag}", h.value);
+        }
+        resp.headers.push(
+            HeaderName::Warning,
+            format!("399 {} \"{}\"", self.config.via_host, error.warning_text()),
+        );
+        self.transmits.push_back(Transmit {
+            message: Message::Response(resp),
+            target,
+            txn: None,
+        });
+    }
+
     fn handle_response(&mut self, now: Instant, response: Response) {
         let Ok(key) = ClientKey::from_response(&response) else {
             tracing::debug!("dropping response without usable Via/CSeq");
@@ -354,6 +433,7 @@ impl Endpoint {
                     self.transmits.push_back(Transmit {
                         message: Message::Response(resp),
                         target,
+                        txn: None,
                     });
                 }
                 return;
@@ -713,6 +793,7 @@ impl Endpoint {
         self.transmits.push_back(Transmit {
             message: Message::Request(ack),
             target,
+            txn: None,
         });
         Ok(())
     }
@@ -855,6 +936,7 @@ impl Endpoint {
             self.transmits.push_back(Transmit {
                 message: Message::Response(p.response.clone()),
                 target: p.target.clone(),
+                txn: Some(id),
             });
             p.interval = (p.interval * 2).min(t2);
             p.next += p.interval;
@@ -964,6 +1046,7 @@ impl Endpoint {
             self.transmits.push_back(Transmit {
                 message: Message::Request(r),
                 target: e.target.clone(),
+                txn: Some(id),
             });
         }
         loop {
@@ -1012,6 +1095,7 @@ impl Endpoint {
             self.transmits.push_back(Transmit {
                 message: Message::Response(r),
                 target: e.target.clone(),
+                txn: Some(id),
             });
         }
         loop {
