@@ -302,6 +302,53 @@ pub struct CallConfig {
     pub id_prefix: String,
 }
 
+impl CallConfig {
+    /// The configuration of a call on business number `number` (of WhatsApp profile `wa`)
+    /// through `trunk`. Our PBX-side address is the trunk's first listen socket of the peer's
+    /// transport (an unspecified IP is replaced by `media.public_address`, else loopback).
+    pub fn from_profiles(
+        wa: &crate::config::WhatsAppProfile,
+        number: &crate::config::BusinessNumber,
+        trunk: &crate::config::TrunkProfile,
+        id_prefix: impl Into<String>,
+    ) -> CallConfig {
+        let l = &trunk.listen;
+        let socket = match trunk.peer.transport {
+            Transport::Udp => l.udp.first(),
+            Transport::Tcp => l.tcp.first(),
+            Transport::Tls => l.tls.first(),
+        }
+        .or(l.udp.first())
+        .or(l.tcp.first())
+        .copied()
+        .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 5080)));
+        let ip = if socket.ip().is_unspecified() {
+            trunk
+                .media
+                .public_address
+                .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]))
+        } else {
+            socket.ip()
+        };
+        CallConfig {
+            business: number.e164.clone(),
+            public_host: wa.sip.public_host.clone(),
+            public_port: wa.sip.public_port,
+            edge_host: wa.meta.edge_host.clone(),
+            pbx_host: trunk.peer.address.host.clone(),
+            pbx_port: trunk.peer.address.port,
+            pbx_transport: trunk.peer.transport,
+            local_host: ip.to_string(),
+            local_port: socket.port(),
+            pbx_request_user: number.trunk_request_user(),
+            session_timer: trunk.session_timer,
+            answer_deadline: Duration::from_secs(u64::from(wa.sip.answer_deadline_s)),
+            linger: Duration::from_secs(32),
+            id_prefix: id_prefix.into(),
+        }
+    }
+}
+
 /// External helpers a call uses.
 pub struct CallDeps {
     pub sdp: Box<dyn SdpPlane>,

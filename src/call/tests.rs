@@ -1496,3 +1496,57 @@ fn user_initiated_without_contact_is_400() {
     assert_eq!(responses(&a).last().unwrap().2.status, 400);
     assert!(c.state().is_terminal());
 }
+
+#[test]
+fn shipped_profiles_route_meta_invite_and_build_call_config() {
+    use super::translate::{RouteError, route_inbound};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sip-profiles");
+    let mut config = crate::config::load_dir(&dir).expect("shipped profiles load");
+    let uri =
+        crate::sip::uri::Uri::parse("sip:+15550001111@gateway.whatsip.test:5061;transport=tls")
+            .unwrap();
+    let route = route_inbound(&config, &uri).unwrap();
+    assert_eq!(route.trunk, "pbx");
+    assert_eq!(route.business, "+15550001111");
+    assert_eq!(route.request_user, "+15550001111");
+    let wa = &config.whatsapp[route.profile];
+    let number = &wa.numbers[route.number];
+    let trunk = config.trunk(&route.trunk).unwrap();
+    let c = CallConfig::from_profiles(wa, number, trunk, "p");
+    assert_eq!(
+        (c.public_host.as_str(), c.public_port),
+        ("gateway.whatsip.test", 5061)
+    );
+    assert_eq!(
+        (c.pbx_host.as_str(), c.pbx_port, c.pbx_transport),
+        ("127.0.0.1", 5060, Transport::Udp)
+    );
+    assert_eq!((c.local_host.as_str(), c.local_port), ("127.0.0.1", 5080));
+    assert_eq!(c.edge_host, "wa.meta.vc");
+    assert_eq!(c.answer_deadline, Duration::from_secs(60));
+
+    let unknown = crate::sip::uri::Uri::parse("sip:+15559999999@gateway.whatsip.test").unwrap();
+    assert_eq!(
+        route_inbound(&config, &unknown),
+        Err(RouteError::UnknownNumber)
+    );
+    let bsuid = crate::sip::uri::Uri::parse("sip:US.1234@gateway.whatsip.test").unwrap();
+    assert_eq!(
+        route_inbound(&config, &bsuid),
+        Err(RouteError::UnknownNumber)
+    );
+
+    // With request_uri_user_params configured, Meta's user params must be present.
+    config.whatsapp[0].numbers[0]
+        .request_uri_user_params
+        .insert("tgrp".into(), "wacall".into());
+    assert_eq!(route_inbound(&config, &uri), Err(RouteError::UserParams));
+    let with = crate::sip::uri::Uri::parse(
+        "sip:+15550001111;tgrp=wacall;trunk-context=x@gateway.whatsip.test;transport=tls",
+    )
+    .unwrap();
+    assert_eq!(
+        route_inbound(&config, &with).unwrap().business,
+        "+15550001111"
+    );
+}
