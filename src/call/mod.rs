@@ -12,6 +12,7 @@
 //! Guarantees: no I/O, no clock reads (time is passed in), no panics on any input; nothing
 //! except INVITE/ACK/BYE/CANCEL and answers to Meta's own requests is sent toward Meta.
 pub mod meta_rules;
+pub mod router;
 pub mod state;
 pub mod translate;
 
