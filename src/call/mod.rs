@@ -13,6 +13,7 @@
 //! except INVITE/ACK/BYE/CANCEL and answers to Meta's own requests is sent toward Meta.
 pub mod meta_rules;
 pub mod router;
+pub mod runtime;
 pub mod state;
 pub mod translate;
 

@@ -314,6 +314,9 @@ impl Router {
                     Err(e) => return self.reject(now, leg, id, e.sip_status(), &e.to_string()),
                 };
                 let wa = &config.whatsapp[route.profile];
+                if !wa.meta.allowed_sources.contains(source.remote.ip()) {
+                    return self.reject(now, leg, id, 403, "source is not an allowed Meta address");
+                }
                 let number = &wa.numbers[route.number];
                 let Some(trunk) = config.trunk(&route.trunk) else {
                     return self.reject(now, leg, id, 404, "no trunk for this number");
@@ -407,7 +410,7 @@ impl Router {
             Leg::Pbx => e.pbx_target.clone(),
             Leg::WhatsApp => match e.wa_source {
                 Some(s) => Target {
-                    transport: TransportKind::Tls,
+                    transport: s.transport,
                     destination: Destination::Addr(s.remote),
                     connection: s.connection,
                 },
