@@ -786,6 +786,12 @@ impl Call {
         if self.state == s || self.state.is_terminal() {
             return;
         }
+        tracing::debug!(
+            state = s.name(),
+            direction = ?self.direction,
+            user = %self.wa_user_masked(),
+            "call state"
+        );
         self.state = s.clone();
         self.actions.push_back(Action::State(s.clone()));
         if s.is_terminal() {
@@ -1413,6 +1419,14 @@ impl Call {
                 self.deps.sdp.wa_answer(&self.wa_remote, &resp.body)
             }
             Direction::BusinessInitiated => {
+                // Meta may name the call (x-wa-meta-wacid) and the user's BSUID in its 200.
+                let info = WaMetaInfo::from_headers(&resp.headers);
+                if self.meta.wacid.is_none() {
+                    self.meta.wacid = info.wacid;
+                }
+                if self.meta.user_id.is_none() {
+                    self.meta.user_id = info.user_id;
+                }
                 let early = self.media_started && resp.body.is_empty();
                 if !resp.body.is_empty() {
                     self.wa_remote = resp.body.clone();

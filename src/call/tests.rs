@@ -1550,3 +1550,68 @@ fn shipped_profiles_route_meta_invite_and_build_call_config() {
         "+15550001111"
     );
 }
+
+mod never_panics {
+    use super::*;
+    use crate::call::meta_rules::{WaMetaInfo, WaUser, user_params};
+    use crate::call::translate::{
+        SdpDirection, info_dtmf, sdp_direction, sdp_is_hold, sdp_with_direction, sip_reason,
+        warning_header, warning_text,
+    };
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn pure_rules_total(s in ".{0,200}", b in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = WaUser::parse(&s).map(|u| u.masked());
+            let _ = user_params(&s);
+            let _ = warning_text(&s);
+            let _ = sip_reason(400, &s);
+            let _ = warning_header("h", &s);
+            let _ = info_dtmf(Some("application/dtmf-relay"), &b);
+            let _ = info_dtmf(Some("application/dtmf"), &b);
+            let _ = sdp_direction(&b);
+            let _ = sdp_is_hold(&b);
+            let out = sdp_with_direction(&b, SdpDirection::SendOnly);
+            if std::str::from_utf8(&b).is_ok() {
+                prop_assert_eq!(sdp_direction(&out), SdpDirection::SendOnly);
+            }
+            let mut h = crate::sip::message::Headers::new();
+            h.push(HeaderName::parse("x-wa-meta-call-duration"), s.clone());
+            h.push(HeaderName::parse("x-wa-meta-cta-payload"), s.clone());
+            let i = WaMetaInfo::from_headers(&h);
+            for (_, v) in i.pbx_headers(&s, &s) {
+                prop_assert!(v.len() <= 512 && !v.chars().any(char::is_control));
+            }
+        }
+
+        /// Arbitrary final/provisional statuses, bodies and header values from either leg
+        /// never panic a call, and a terminal call stays terminal.
+        #[test]
+        fn call_survives_arbitrary_responses(
+            steps in proptest::collection::vec((100u16..700, any::<bool>(), ".{0,40}", any::<bool>()), 1..8),
+            bi in any::<bool>(),
+        ) {
+            let now = Instant::now();
+            let mut c = if bi {
+                Call::business_initiated(now, cfg(true), deps(Some(FakeAuth::default())), IN, pbx_invite("+15551234567", ""), Permission::Allowed)
+            } else {
+                Call::user_initiated(now, cfg(true), deps(None), IN, meta_invite("+15551234567"))
+            };
+            let mut reqs: Vec<(Leg, ReqId, Request)> = sent_requests(&drain(&mut c));
+            let mut was_terminal = c.state().is_terminal();
+            for (status, with_sdp, junk, cancel) in steps {
+                let Some((leg, id, r)) = reqs.last().cloned() else { break };
+                let resp = reply(&r, status, "peer", &[("Session-Expires", junk.as_str()), ("Min-SE", junk.as_str()), ("Warning", junk.as_str())], if with_sdp { PEER_SDP } else { "" });
+                c.handle_event(now, LegEvent::Response { leg, id, response: resp });
+                if cancel {
+                    c.handle_event(now, LegEvent::Cancelled { leg: leg.other(), txn: IN });
+                }
+                c.handle_timeout(now + Duration::from_secs(3600));
+                reqs.extend(sent_requests(&drain(&mut c)));
+                prop_assert!(!was_terminal || c.state().is_terminal());
+                was_terminal = c.state().is_terminal();
+            }
+        }
+    }
+}
