@@ -46,6 +46,8 @@ struct Entry {
     wa_source: Option<Source>,
     /// PBX peer of this call.
     pbx_target: Target,
+    /// Meta's edge for requests we originate (business-initiated INVITE).
+    wa_connect: crate::config::HostPort,
     call_ids: Vec<(Leg, String)>,
     server: Vec<(Leg, TxnId)>,
     client: Vec<(Leg, TxnId)>,
@@ -307,7 +309,7 @@ impl Router {
         let key = CallKey(self.next_key);
         self.next_key += 1;
         let prefix = format!("{}{:x}x", self.id_prefix, key.0);
-        let (call, trunk) = match leg {
+        let (call, trunk, wa_connect) = match leg {
             Leg::WhatsApp => {
                 let route = match translate::route_inbound(&config, &req.uri) {
                     Ok(r) => r,
@@ -326,6 +328,7 @@ impl Router {
                 (
                     Call::user_initiated(now, cfg, deps, ServerTxn(id.0), req),
                     trunk,
+                    wa.meta.connect.clone(),
                 )
             }
             Leg::Pbx => {
@@ -368,6 +371,7 @@ impl Router {
                         permission,
                     ),
                     trunk,
+                    wa.meta.connect.clone(),
                 )
             }
         };
@@ -384,6 +388,7 @@ impl Router {
             call,
             wa_source: (leg == Leg::WhatsApp).then_some(source),
             pbx_target,
+            wa_connect,
             call_ids: vec![],
             server: vec![(leg, id)],
             client: vec![],
@@ -414,18 +419,11 @@ impl Router {
                     destination: Destination::Addr(s.remote),
                     connection: s.connection,
                 },
-                None => {
-                    let edge = self
-                        .config
-                        .whatsapp
-                        .first()
-                        .map(|w| w.meta.connect.clone())?;
-                    Target {
-                        transport: TransportKind::Tls,
-                        destination: destination(&edge.host, edge.port),
-                        connection: None,
-                    }
-                }
+                None => Target {
+                    transport: TransportKind::Tls,
+                    destination: destination(&e.wa_connect.host, e.wa_connect.port),
+                    connection: None,
+                },
             },
         })
     }

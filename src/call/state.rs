@@ -918,6 +918,10 @@ impl Call {
             // No dialog yet on this leg: only a BYE for an early call is meaningful.
             return self.answer(leg, txn, &req, 481, "", vec![], Bytes::new());
         };
+        if dialog.state == crate::sip::dialog::DialogState::Terminated {
+            // The call is over on this leg (we sent or got a BYE).
+            return self.answer(leg, txn, &req, 481, "", vec![], Bytes::new());
+        }
         if let Err(e) = dialog.handle_request(&req) {
             return self.answer(leg, txn, &req, e.sip_status(), "", vec![], Bytes::new());
         }

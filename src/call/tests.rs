@@ -626,6 +626,29 @@ x-wa-meta-wacid: wacid.HBgLMTU1NTEyMzQ1NjcVAgARGBI
         })
     )));
     assert!(matches!(c.state(), CallState::Completed(r) if r.by == Some(Leg::WhatsApp)));
+    // Anything more on the ended dialog: 481.
+    let again = req(&format!(
+        "INVITE sip:+15550001111@gw.example.com:5061;transport=tls SIP/2.0
+Via: SIP/2.0/TLS 157.240.19.130:5061;branch=z9hG4bKmre
+From: <sip:+15551234567@wa.meta.vc>;tag=metatag
+To: <sip:+15550001111@gw.example.com>;tag={our_tag}
+Call-ID: outgoing:wacid.HBgLMTU1NTEyMzQ1NjcVAgARGBI
+CSeq: 103 INVITE
+Contact: <sip:+15551234567@wa.meta.vc>
+
+"
+    ));
+    c.handle_event(
+        now,
+        LegEvent::Request {
+            leg: Leg::WhatsApp,
+            txn: ServerTxn(10),
+            request: again,
+        },
+    );
+    let a = drain(&mut c);
+    assert_eq!(responses(&a)[0].2.status, 481);
+    assert!(sent_requests(&a).is_empty());
 }
 
 #[test]
