@@ -1638,3 +1638,68 @@ mod never_panics {
         }
     }
 }
+
+#[test]
+fn user_initiated_pbx_hold_reinvite_absorbed_and_dtmf_info() {
+    let now = Instant::now();
+    let (mut c, _inv, _ok) = ui_accepted(now, &[], false);
+    let hold = PEER_SDP.replace("a=sendrecv", "a=inactive");
+    let reinv = req(&format!(
+        "INVITE sip:whatsip@127.0.0.1:5080 SIP/2.0
+Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKh1
+From: <sip:+15550001111@127.0.0.1:5060>;tag=pbx2
+To: <sip:+15551234567@127.0.0.1>;tag=xf3
+Call-ID: xc2@127.0.0.1
+CSeq: 2 INVITE
+Contact: <sip:peer@10.0.0.9:5060>
+Content-Type: application/sdp
+
+{hold}"
+    ));
+    c.handle_event(
+        now,
+        LegEvent::Request {
+            leg: Leg::Pbx,
+            txn: ServerTxn(30),
+            request: reinv,
+        },
+    );
+    let a = drain(&mut c);
+    let r = responses(&a);
+    assert_eq!((r[0].0, r[0].2.status), (Leg::Pbx, 200));
+    assert_eq!(
+        r[0].2.headers.get(&HeaderName::Contact),
+        Some("<sip:whatsip@127.0.0.1:5080>")
+    );
+    assert!(
+        std::str::from_utf8(&r[0].2.body)
+            .unwrap()
+            .ends_with("a=inactive\r\n")
+    );
+    assert!(a.contains(&Action::Media(MediaAction::Hold(true))));
+    assert!(!touches(&a, Leg::WhatsApp));
+    let info = req("INFO sip:whatsip@127.0.0.1:5080 SIP/2.0
+Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKh2
+From: <sip:+15550001111@127.0.0.1:5060>;tag=pbx2
+To: <sip:+15551234567@127.0.0.1>;tag=xf3
+Call-ID: xc2@127.0.0.1
+CSeq: 3 INFO
+Content-Type: application/dtmf
+
+#");
+    c.handle_event(
+        now,
+        LegEvent::Request {
+            leg: Leg::Pbx,
+            txn: ServerTxn(31),
+            request: info,
+        },
+    );
+    let a = drain(&mut c);
+    assert!(a.contains(&Action::Media(MediaAction::SendDtmf {
+        digit: '#',
+        duration_ms: 250
+    })));
+    assert!(!touches(&a, Leg::WhatsApp));
+    assert_eq!(c.state(), &CallState::Accepted);
+}
