@@ -1703,3 +1703,48 @@ Content-Type: application/dtmf
     assert!(!touches(&a, Leg::WhatsApp));
     assert_eq!(c.state(), &CallState::Accepted);
 }
+
+#[test]
+fn user_initiated_session_timer_follows_pbx_200() {
+    let t0 = Instant::now();
+    // PBX says we (the UAC) refresh: re-INVITE toward the PBX at SE/2 with our SDP.
+    let (mut c, _inv, _ok) = ui_accepted(t0, &[("Session-Expires", "120;refresher=uac")], true);
+    assert_eq!(c.poll_timeout(), Some(t0 + Duration::from_secs(60)));
+    c.handle_timeout(t0 + Duration::from_secs(60));
+    let a = drain(&mut c);
+    let reqs = sent_requests(&a);
+    assert_eq!(reqs.len(), 1);
+    assert_eq!((reqs[0].0, &reqs[0].2.method), (Leg::Pbx, &Method::Invite));
+    assert_eq!(reqs[0].2.body, PBX_OFFER_FROM_US.as_bytes());
+    assert_eq!(reqs[0].2.headers.cseq().unwrap().seq, 2);
+    assert!(!touches(&a, Leg::WhatsApp));
+    // PBX refreshes: we BYE both legs at SE − min(32, SE/3) = 88 s without one.
+    let (mut c, _inv, _ok) = ui_accepted(t0, &[("Session-Expires", "120;refresher=uas")], true);
+    assert_eq!(c.poll_timeout(), Some(t0 + Duration::from_secs(88)));
+    // A PBX UPDATE refresh at 50 s re-arms it.
+    let upd = req("UPDATE sip:whatsip@127.0.0.1:5080 SIP/2.0
+Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKu9
+From: <sip:+15550001111@127.0.0.1:5060>;tag=pbx2
+To: <sip:+15551234567@127.0.0.1>;tag=xf3
+Call-ID: xc2@127.0.0.1
+CSeq: 2 UPDATE
+Contact: <sip:peer@10.0.0.9:5060>
+Session-Expires: 120;refresher=uac
+
+");
+    let t50 = t0 + Duration::from_secs(50);
+    c.handle_event(
+        t50,
+        LegEvent::Request {
+            leg: Leg::Pbx,
+            txn: ServerTxn(40),
+            request: upd,
+        },
+    );
+    let a = drain(&mut c);
+    assert_eq!(responses(&a)[0].2.status, 200);
+    assert_eq!(c.poll_timeout(), Some(t50 + Duration::from_secs(88)));
+    c.handle_timeout(t0 + Duration::from_secs(88));
+    assert!(drain(&mut c).is_empty());
+    assert_eq!(c.state(), &CallState::Accepted);
+}
