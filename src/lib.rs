@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod call;
 pub mod cli;
 pub mod config;
 pub mod media;

@@ -1,0 +1,186 @@
+//! The tokio shell of the B2BUA signalling: one task owns the [`Router`] (both SIP endpoints
+//! and every call) and the two SIP transports (WhatsApp side, PBX side). It parses what the
+//! transports deliver, feeds the endpoints, sleeps until the router's next deadline, sends
+//! what the endpoints queue, and hands media actions, record updates and state changes to
+//! the rest of the gateway on a channel. No per-packet media work happens here.
+//!
+//! Guarantees: no protocol decision is made here (that is `router`, `state`, `endpoint`);
+//! unparsable input goes to `Endpoint::handle_malformed`; a failed send is reported to its
+//! transaction; the loop ends when both transports are gone or `shutdown` is set.
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::sip::endpoint::{Destination, Source, Transmit, TransportKind};
+use crate::sip::message::{Framing, Message};
+use crate::transport::{self, ConnId, Kind, Outgoing, Transport};
+
+use super::router::{Output, Router};
+use super::state::Leg;
+
+/// One side's transport and its event stream.
+#[derive(Debug)]
+pub struct Side {
+    pub transport: Transport,
+    pub events: mpsc::Receiver<transport::Event>,
+    /// SNI / certificate name for new TLS connections from this side (`wa.meta.vc`).
+    pub tls_name: Option<String>,
+}
+
+/// The signalling task.
+#[derive(Debug)]
+pub struct Runtime {
+    router: Router,
+    wa: Side,
+    pbx: Side,
+    outputs: mpsc::Sender<Output>,
+}
+
+fn kind(t: TransportKind) -> Kind {
+    match t {
+        TransportKind::Udp => Kind::Udp,
+        TransportKind::Tcp => Kind::Tcp,
+        TransportKind::Tls => Kind::Tls,
+    }
+}
+
+fn transport_kind(k: Kind) -> TransportKind {
+    match k {
+        Kind::Udp => TransportKind::Udp,
+        Kind::Tcp => TransportKind::Tcp,
+        Kind::Tls => TransportKind::Tls,
+    }
+}
+
+async fn resolve(d: &Destination) -> Option<SocketAddr> {
+    match d {
+        Destination::Addr(a) => Some(*a),
+        Destination::Name { host, port } => tokio::net::lookup_host((host.as_str(), *port))
+            .await
+            .ok()?
+            .next(),
+    }
+}
+
+impl Runtime {
+    pub fn new(router: Router, wa: Side, pbx: Side, outputs: mpsc::Sender<Output>) -> Runtime {
+        Runtime {
+            router,
+            wa,
+            pbx,
+            outputs,
+        }
+    }
+
+    fn side(&self, leg: Leg) -> &Side {
+        match leg {
+            Leg::WhatsApp => &self.wa,
+            Leg::Pbx => &self.pbx,
+        }
+    }
+
+    async fn send(&mut self, leg: Leg, t: Transmit) {
+        let Some(addr) = resolve(&t.target.destination).await else {
+            tracing::debug!(?leg, "cannot resolve destination");
+            if let Some(id) = t.txn {
+                self.router
+                    .endpoint_mut(leg)
+                    .handle_transport_error(Instant::now(), id);
+            }
+            return;
+        };
+        let side = self.side(leg);
+        let target = match (t.target.transport, &side.tls_name) {
+            (TransportKind::Tls, Some(name)) => transport::Target::tls(addr, name.clone()),
+            (k, _) => transport::Target::new(kind(k), addr),
+        };
+        let mut out = Outgoing::new(t.message.to_bytes(), target);
+        out.conn = t.target.connection.map(ConnId);
+        if let Err(e) = side.transport.send(out).await {
+            tracing::debug!(?leg, error = %e, "send failed");
+            if let Some(id) = t.txn {
+                self.router
+                    .endpoint_mut(leg)
+                    .handle_transport_error(Instant::now(), id);
+            }
+        }
+    }
+
+    async fn flush(&mut self) {
+        loop {
+            let next = match self.router.endpoint_mut(Leg::WhatsApp).poll_transmit() {
+                Some(t) => Some((Leg::WhatsApp, t)),
+                None => self
+                    .router
+                    .endpoint_mut(Leg::Pbx)
+                    .poll_transmit()
+                    .map(|t| (Leg::Pbx, t)),
+            };
+            let Some((leg, t)) = next else { break };
+            self.send(leg, t).await;
+            self.router.process(Instant::now());
+        }
+        while let Some(o) = self.router.poll_output() {
+            if self.outputs.send(o).await.is_err() {
+                tracing::debug!("output receiver gone");
+            }
+        }
+    }
+
+    fn incoming(&mut self, leg: Leg, ev: transport::Event) {
+        let transport::Event::Message(m) = ev else {
+            return;
+        };
+        let framing = if m.transport.is_stream() {
+            Framing::Stream
+        } else {
+            Framing::Datagram
+        };
+        let source = Source {
+            transport: transport_kind(m.transport),
+            remote: m.source,
+            connection: m.conn.map(|c| c.0),
+        };
+        let now = Instant::now();
+        let ep = self.router.endpoint_mut(leg);
+        match Message::parse(&m.bytes, framing) {
+            Ok(msg) => ep.handle_incoming(now, msg, source),
+            Err(e) => {
+                tracing::debug!(?leg, error = %e, "unparsable message");
+                ep.handle_malformed(now, &m.bytes, &e, source);
+            }
+        }
+        self.router.process(now);
+    }
+
+    /// Runs until both transports close or `shutdown` becomes true.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let (mut wa_open, mut pbx_open) = (true, true);
+        while wa_open || pbx_open {
+            self.flush().await;
+            if *shutdown.borrow() {
+                break;
+            }
+            let wake = self.router.poll_timeout();
+            let sleep = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                ev = self.wa.events.recv(), if wa_open => match ev {
+                    Some(ev) => self.incoming(Leg::WhatsApp, ev),
+                    None => wa_open = false,
+                },
+                ev = self.pbx.events.recv(), if pbx_open => match ev {
+                    Some(ev) => self.incoming(Leg::Pbx, ev),
+                    None => pbx_open = false,
+                },
+                () = sleep => self.router.handle_timeout(Instant::now()),
+                r = shutdown.changed() => if r.is_err() { break },
+            }
+        }
+    }
+}
