@@ -136,7 +136,8 @@ impl MediaUserConfig {
             wait_for_first_packet: true,
             first_media_timeout: Some(DEFAULT_FIRST_MEDIA_TIMEOUT),
             mid_call_timeout: Some(DEFAULT_MID_CALL_TIMEOUT),
-            rtcp_interval: Some(DEFAULT_RTCP_INTERVAL),
+            // Without rtcp-mux the peer expects RTCP on another port; send none then.
+            rtcp_interval: neg.rtcp_mux.then_some(DEFAULT_RTCP_INTERVAL),
             tone: OpusFrames::tone(),
             cname: format!("sandbox-{:08x}", rand::random::<u32>()),
         })
