@@ -5,7 +5,9 @@
 //! dumps what it decodes from us to a WAV file (`sndfile`).
 //!
 //! Checks: we decrypt baresip's packets (no decrypt failures) and decode them as non-silent
-//! Opus; baresip decrypts and decodes ours (its recording of our tone is not silence).
+//! Opus; baresip decrypts and decodes ours (its recording of our tone is not silence); digits
+//! baresip sends as RFC 4733 events (driven over its `ctrl_tcp` control socket) arrive once
+//! each.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -98,6 +100,16 @@ async fn baresip_calls_a_sandbox_user_with_sdes_srtp_opus() {
         "<sip:tester@127.0.0.1>;regint=0;mediaenc=srtp-mand;audio_codecs=opus\n",
     )
     .unwrap();
+    let ctrl_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = std::fs::read_to_string(dir.path().join("config")).unwrap();
+    config.push_str(&format!(
+        "module_app\tctrl_tcp.so\nctrl_tcp_listen\t127.0.0.1:{ctrl_port}\n"
+    ));
+    std::fs::write(dir.path().join("config"), config).unwrap();
     let log = std::fs::File::create(dir.path().join("baresip.log")).unwrap();
     let child = Command::new("baresip")
         .arg("-f")
@@ -177,7 +189,26 @@ async fn baresip_calls_a_sandbox_user_with_sdes_srtp_opus() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Digits from baresip (menu's `sndcode`, one per command so each gets its full tone).
+    let mut ctrl = tokio::net::TcpStream::connect(("127.0.0.1", ctrl_port))
+        .await
+        .expect("baresip ctrl_tcp");
+    for d in ["1", "5", "#", "*"] {
+        let cmd = format!(r#"{{"command":"sndcode","params":"{d}","token":"t{d}"}}"#);
+        let ns = format!("{}:{},", cmd.len(), cmd);
+        tokio::io::AsyncWriteExt::write_all(&mut ctrl, ns.as_bytes())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while user.counters().dtmf.len() < 4 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Let late redundant end packets arrive: still exactly once each.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let c = user.stop().await;
+    assert_eq!(c.dtmf, "15#*", "{c:?}");
     // End baresip so it closes its recording.
     let _ = child.0.kill();
     let _ = child.0.wait();
