@@ -370,3 +370,62 @@ fn tone_user_and_echo_user_hear_each_other() {
         assert!(cb.rx_peak_rms > 8000);
     }
 }
+
+/// G.711 calls (Meta's `additional_codecs`): the tone and the level meter work in PCMU/PCMA.
+#[test]
+fn g711_tone_is_heard_as_non_silent() {
+    use crate::sandbox::media_user::audio::G711;
+    for (law, pt) in [(G711::Pcmu, 0u8), (G711::Pcma, 8)] {
+        let t0 = Instant::now();
+        let (mut a_cfg, _) = config(SrtpProfile::AesCm128HmacSha1_80, Mode::Tone);
+        a_cfg.codec = AudioCodec::G711(law);
+        a_cfg.audio_payload_type = pt;
+        a_cfg.wait_for_first_packet = false;
+        let mut b_cfg = a_cfg.clone();
+        b_cfg.mode = Mode::Silent;
+        b_cfg.keys = SrtpKeys {
+            local: a_cfg.keys.remote.clone(),
+            remote: a_cfg.keys.local.clone(),
+            remote_mki: None,
+        };
+        let mut a = MediaUser::new(t0, a_cfg).unwrap();
+        let mut b = MediaUser::new(t0, b_cfg).unwrap();
+        for k in 0..50u32 {
+            let t = t0 + PTIME * k;
+            while let Some(p) = a.poll_transmit(t) {
+                assert_eq!(RtpPacket::parse(&p.payload).unwrap().payload_type(), pt);
+                b.handle_datagram(t, &p.payload);
+            }
+        }
+        let c = b.counters();
+        assert_eq!((c.rx_packets, c.non_silent_rx_packets), (50, 50), "{law:?}");
+        assert!(c.rx_peak_rms > 10_000, "{law:?} {c:?}");
+        assert_eq!(b.counters().tx_packets, 0);
+    }
+}
+
+proptest::proptest! {
+    /// Hostile datagrams (random bytes, or random bytes behind a valid RTP/RTCP first byte)
+    /// never panic, never count as media and never make the user send.
+    #[test]
+    fn hostile_datagrams_are_only_decrypt_failures(
+        packets in proptest::collection::vec(
+            (proptest::prelude::any::<bool>(), proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120)),
+            1..20,
+        )
+    ) {
+        let t0 = Instant::now();
+        let (cfg, _) = config(SrtpProfile::AeadAes128Gcm, Mode::Echo);
+        let mut u = MediaUser::new(t0, cfg).unwrap();
+        let n = packets.len() as u64;
+        for (rtp_like, mut p) in packets {
+            if rtp_like && p.len() >= 2 {
+                p[0] = 0x80;
+            }
+            u.handle_datagram(t0, &p);
+        }
+        proptest::prop_assert_eq!(u.counters().decrypt_failures, n);
+        proptest::prop_assert_eq!(u.counters().rx_packets, 0);
+        proptest::prop_assert!(u.poll_transmit(t0 + Duration::from_secs(1)).is_none());
+    }
+}
