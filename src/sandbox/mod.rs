@@ -3,6 +3,7 @@
 //! the SIP edge twin reads each business number's SIP server and password and each user's
 //! call permission. Everything binds to loopback.
 pub mod graph;
+pub mod media_user;
 
 pub use graph::state::{SandboxOptions, SandboxState, SipTarget};
 
