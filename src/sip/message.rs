@@ -31,12 +31,20 @@ pub enum ParseError {
     TooLarge,
     #[error("bad URI: {0}")]
     Uri(String),
+    /// A well-formed `SIP/x.y` version other than 2.0 (answered with 505).
+    #[error("unsupported SIP version {0}")]
+    Version(String),
 }
 
 impl ParseError {
-    /// Every parse failure of a request is answered with 400 Bad Request.
+    /// The status a request that failed to parse is answered with: 505 for another SIP
+    /// version, 513 for an oversized message, 400 Bad Request otherwise.
     pub fn sip_status(&self) -> u16 {
-        400
+        match self {
+            ParseError::Version(_) => 505,
+            ParseError::TooLarge => 513,
+            _ => 400,
+        }
     }
 
     /// Text for a `Warning: 399 <host> "<text>"` header in the 400 answer.
@@ -92,6 +100,26 @@ impl Message {
         crate::sip::header::parse::message(bytes, framing)
     }
 
+    /// Parses the first message in stream bytes that may hold more (Content-Length required;
+    /// the body is exactly that long) and returns it with the number of bytes it used.
+    pub fn parse_prefix(bytes: &[u8]) -> Result<(Message, usize), ParseError> {
+        crate::sip::header::parse::message_prefix(bytes)
+    }
+
+    pub fn as_request(&self) -> Option<&Request> {
+        match self {
+            Message::Request(r) => Some(r),
+            Message::Response(_) => None,
+        }
+    }
+
+    pub fn as_response(&self) -> Option<&Response> {
+        match self {
+            Message::Response(r) => Some(r),
+            Message::Request(_) => None,
+        }
+    }
+
     /// Serializes to wire bytes (Content-Length computed from the body).
     pub fn to_bytes(&self) -> Vec<u8> {
         crate::sip::header::parse::serialize(self)
@@ -120,12 +148,47 @@ impl Message {
 }
 
 impl Request {
+    /// A request with no headers and an empty body; the caller adds Via, From, To, Call-ID,
+    /// CSeq, Max-Forwards (and a matching CSeq method).
+    pub fn new(method: Method, uri: Uri) -> Request {
+        Request {
+            method,
+            uri,
+            headers: Headers::new(),
+            body: Bytes::new(),
+        }
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         Message::Request(self.clone()).to_bytes()
     }
 }
 
 impl Response {
+    /// A response to `req` per RFC 3261 §8.2.6.2: Via (every value, in order), From, To,
+    /// Call-ID and CSeq copied as written, no body. Add a To tag with
+    /// `headers.set_to_tag(…)` (required for every response but 100 that creates a dialog),
+    /// and Record-Route (`Headers::copy_from`) for a dialog-creating response (§12.1.1).
+    pub fn from_request(req: &Request, status: u16, reason: &str) -> Response {
+        let mut headers = Headers::new();
+        headers.copy_from(
+            &req.headers,
+            &[
+                HeaderName::Via,
+                HeaderName::From,
+                HeaderName::To,
+                HeaderName::CallId,
+                HeaderName::CSeq,
+            ],
+        );
+        Response {
+            status,
+            reason: reason.to_string(),
+            headers,
+            body: Bytes::new(),
+        }
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         Message::Response(self.clone()).to_bytes()
     }
@@ -264,9 +327,24 @@ impl Headers {
             .transpose()
     }
 
-    /// Contact values; `*` is returned as an error-free empty list by `contact_is_star`.
+    /// Contact values. A `Contact: *` (REGISTER only) yields an empty list; check
+    /// `contact_is_star`.
     pub fn contacts(&self) -> Result<Vec<NameAddr>, ParseError> {
+        if self.contact_is_star() {
+            if self.list(&HeaderName::Contact).len() > 1 {
+                return Err(ParseError::HeaderValue {
+                    header: "Contact".into(),
+                    reason: "'*' mixed with other contacts".into(),
+                });
+            }
+            return Ok(Vec::new());
+        }
         self.name_addr_list(&HeaderName::Contact)
+    }
+
+    /// `Contact: *` (RFC 3261 §10.2.2, remove all bindings).
+    pub fn contact_is_star(&self) -> bool {
+        self.list(&HeaderName::Contact).contains(&"*")
     }
 
     pub fn record_route(&self) -> Result<Vec<NameAddr>, ParseError> {
@@ -336,8 +414,140 @@ impl Headers {
     pub fn wa_meta_value(&self, suffix: &str) -> Option<&str> {
         self.wa_meta()
             .into_iter()
-            .find(|(n, _)| n.len() > 10 && n[10..].eq_ignore_ascii_case(suffix))
+            .find(|(n, _)| n.get(10..).is_some_and(|s| s.eq_ignore_ascii_case(suffix)))
             .map(|(_, v)| v)
+    }
+
+    /// The raw text of every `name` line, as received (for byte-exact echo of Record-Route,
+    /// Route, `x-wa-meta-*`, and the Authenticate/Authorization values a digest module parses).
+    pub fn raw_lines<'a>(&'a self, name: &'a HeaderName) -> Vec<&'a str> {
+        self.get_all(name).collect()
+    }
+
+    /// Appends every line of each of `names` from `other`, in `other`'s order, as written.
+    pub fn copy_from(&mut self, other: &Headers, names: &[HeaderName]) {
+        for h in &other.0 {
+            if names.contains(&h.name) {
+                self.0.push(h.clone());
+            }
+        }
+    }
+
+    /// Record-Route lines as received, top first (a UAS echoes them unchanged, §12.1.1).
+    pub fn record_route_lines(&self) -> Vec<&str> {
+        self.raw_lines(&HeaderName::RecordRoute)
+    }
+
+    pub fn route_lines(&self) -> Vec<&str> {
+        self.raw_lines(&HeaderName::Route)
+    }
+
+    pub fn supported(&self) -> Vec<String> {
+        self.tokens(&HeaderName::Supported)
+    }
+
+    pub fn require(&self) -> Vec<String> {
+        self.tokens(&HeaderName::Require)
+    }
+
+    pub fn proxy_require(&self) -> Vec<String> {
+        self.tokens(&HeaderName::ProxyRequire)
+    }
+
+    /// Every Reason value (RFC 3326), raw.
+    pub fn reasons(&self) -> Vec<&str> {
+        self.list(&HeaderName::Reason)
+    }
+
+    /// Every Warning value (RFC 3261 §20.43), raw.
+    pub fn warnings(&self) -> Vec<&str> {
+        self.list(&HeaderName::Warning)
+    }
+
+    /// Raw `WWW-Authenticate` / `Proxy-Authenticate` / `Authorization` /
+    /// `Proxy-Authorization` lines (one challenge or credential per line).
+    pub fn www_authenticate(&self) -> Vec<&str> {
+        self.raw_lines(&HeaderName::WwwAuthenticate)
+    }
+
+    pub fn proxy_authenticate(&self) -> Vec<&str> {
+        self.raw_lines(&HeaderName::ProxyAuthenticate)
+    }
+
+    pub fn authorization(&self) -> Vec<&str> {
+        self.raw_lines(&HeaderName::Authorization)
+    }
+
+    pub fn proxy_authorization(&self) -> Vec<&str> {
+        self.raw_lines(&HeaderName::ProxyAuthorization)
+    }
+
+    /// Adds a Via on top (a new line before every other header).
+    pub fn push_via(&mut self, via: &Via) {
+        self.push_front(HeaderName::Via, via.to_string());
+    }
+
+    /// Replaces the top Via value (only the first element of the first Via line).
+    pub fn set_top_via(&mut self, via: &Via) -> Result<(), ParseError> {
+        let line = self
+            .0
+            .iter_mut()
+            .find(|h| h.name == HeaderName::Via)
+            .ok_or(ParseError::Missing("Via"))?;
+        let mut elems: Vec<String> = crate::sip::header::parse::split_list(&line.value)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        match elems.first_mut() {
+            Some(first) => *first = via.to_string(),
+            None => elems.push(via.to_string()),
+        }
+        line.value = elems.join(", ");
+        Ok(())
+    }
+
+    /// Removes the top Via value (a proxy/B2BUA forwarding a response); returns it.
+    pub fn pop_top_via(&mut self) -> Result<Via, ParseError> {
+        let top = self.top_via()?;
+        let i = self
+            .0
+            .iter()
+            .position(|h| h.name == HeaderName::Via)
+            .ok_or(ParseError::Missing("Via"))?;
+        let rest: Vec<String> = crate::sip::header::parse::split_list(&self.0[i].value)
+            .into_iter()
+            .skip(1)
+            .map(str::to_string)
+            .collect();
+        if rest.is_empty() {
+            self.0.remove(i);
+        } else {
+            self.0[i].value = rest.join(", ");
+        }
+        Ok(top)
+    }
+
+    /// Sets a parameter of the top Via (e.g. `received`, `rport=5060`).
+    pub fn set_top_via_param(&mut self, name: &str, value: Option<&str>) -> Result<(), ParseError> {
+        let mut via = self.top_via()?;
+        via.params.set(name, value);
+        self.set_top_via(&via)
+    }
+
+    /// Sets (or replaces) the To tag, rewriting the To value in `<…>` form.
+    pub fn set_to_tag(&mut self, tag: &str) -> Result<(), ParseError> {
+        let mut to = self.to()?;
+        to.params.set("tag", Some(tag));
+        self.set(HeaderName::To, to.to_string());
+        Ok(())
+    }
+
+    /// Sets (or replaces) the From tag.
+    pub fn set_from_tag(&mut self, tag: &str) -> Result<(), ParseError> {
+        let mut from = self.from()?;
+        from.params.set("tag", Some(tag));
+        self.set(HeaderName::From, from.to_string());
+        Ok(())
     }
 
     fn single_name_addr(

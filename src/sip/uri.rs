@@ -79,6 +79,39 @@ impl Uri {
     }
 }
 
+impl SipUri {
+    /// `sip:host` with no user, port or parameters.
+    pub fn new(scheme: Scheme, host: Host) -> SipUri {
+        SipUri {
+            scheme,
+            user: None,
+            password: None,
+            host,
+            port: None,
+            params: Params::new(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// The user part with `%XX` escapes decoded (invalid UTF-8 replaced), e.g. `%75se%72` →
+    /// `user`.
+    pub fn user_unescaped(&self) -> Option<String> {
+        self.user.as_deref().map(|u| {
+            String::from_utf8_lossy(&crate::sip::header::parse::percent_decode(u)).into_owned()
+        })
+    }
+
+    /// `;transport=` value, if any.
+    pub fn transport(&self) -> Option<&str> {
+        self.params.value("transport")
+    }
+
+    /// Loose-routing URI (`;lr`)?
+    pub fn is_lr(&self) -> bool {
+        self.params.contains("lr")
+    }
+}
+
 impl fmt::Display for Uri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -21,6 +21,13 @@ impl NameAddr {
         }
     }
 
+    /// The display name without quotes and escapes (`"J \"R\""` → `J "R"`).
+    pub fn display_name_unquoted(&self) -> Option<String> {
+        self.display_name
+            .as_deref()
+            .map(crate::sip::header::parse::unquote)
+    }
+
     pub fn tag(&self) -> Option<&str> {
         self.params.value("tag")
     }

@@ -20,9 +20,39 @@ impl Via {
         self.params.value("branch")
     }
 
-    /// RFC 3261 magic-cookie branch (`z9hG4bK…`)?
+    /// A Via for a request we send: `SIP/2.0/<transport> host[:port];branch=<branch>`.
+    pub fn new(transport: &str, host: Host, port: Option<u16>, branch: &str) -> Via {
+        let mut params = Params::new();
+        params.set("branch", Some(branch));
+        Via {
+            protocol: "SIP/2.0".into(),
+            transport: transport.to_string(),
+            host,
+            port,
+            params,
+        }
+    }
+
+    /// RFC 3261 magic-cookie branch (`z9hG4bK` followed by at least one character: a bare
+    /// cookie, as in RFC 4475 `badbranch`, cannot identify a transaction and is treated as an
+    /// RFC 2543 branch).
     pub fn is_rfc3261_branch(&self) -> bool {
-        self.branch().is_some_and(|b| b.starts_with("z9hG4bK"))
+        self.branch()
+            .is_some_and(|b| b.len() > 7 && b.starts_with("z9hG4bK"))
+    }
+
+    /// Sets `;received=` (RFC 3261 §18.2.1); IPv6 addresses are written as a reference.
+    pub fn set_received(&mut self, addr: std::net::IpAddr) {
+        let v = match addr {
+            std::net::IpAddr::V4(a) => a.to_string(),
+            std::net::IpAddr::V6(a) => format!("[{a}]"),
+        };
+        self.params.set("received", Some(&v));
+    }
+
+    /// Fills `;rport=` (RFC 3581) with the source port.
+    pub fn set_rport(&mut self, port: u16) {
+        self.params.set("rport", Some(&port.to_string()));
     }
 
     pub fn received(&self) -> Option<&str> {
