@@ -1,6 +1,7 @@
 //! Sans-IO SIP: messages and their typed headers, URIs, stream framing, transactions, dialogs
 //! and digest authentication. Nothing here touches a socket or reads the clock, except
 //! `driver`, the thin tokio glue between the transport and the endpoint.
+pub mod auth;
 pub mod dialog;
 pub mod driver;
 pub mod endpoint;
