@@ -8,6 +8,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod media;
 pub mod metrics;
 pub mod redact;
 pub mod sandbox;
