@@ -854,7 +854,7 @@ impl Core {
     fn check_route(&self, req: &Request, cid: &str, uas_side: bool) {
         let routes: Vec<String> = req
             .headers
-            .route_lines()
+            .list(&HeaderName::Route)
             .iter()
             .map(|s| s.trim().to_string())
             .collect();
@@ -979,7 +979,7 @@ impl Core {
         let own: Vec<String> = self.record_route.to_vec();
         let kept: Vec<String> = req
             .headers
-            .route_lines()
+            .list(&HeaderName::Route)
             .iter()
             .map(|s| s.trim().to_string())
             .filter(|r| !own.contains(r))
@@ -1326,13 +1326,13 @@ impl Core {
         let sent: Vec<String> = c
             .invite
             .headers
-            .record_route_lines()
+            .list(&HeaderName::RecordRoute)
             .iter()
             .map(|s| s.trim().to_string())
             .collect();
         let got: Vec<String> = resp
             .headers
-            .record_route_lines()
+            .list(&HeaderName::RecordRoute)
             .iter()
             .map(|s| s.trim().to_string())
             .collect();
@@ -1401,7 +1401,7 @@ impl Core {
 fn strip_routes(req: &mut Request, own: &[String]) {
     let kept: Vec<String> = req
         .headers
-        .route_lines()
+        .list(&HeaderName::Route)
         .iter()
         .map(|s| s.trim().to_string())
         .filter(|r| !own.contains(r))

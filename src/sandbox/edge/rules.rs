@@ -284,8 +284,12 @@ impl EdgeRules {
             &store,
         ) {
             AuthVerdict::Accepted { .. } => {}
-            AuthVerdict::Challenge(c) => return Verdict::Challenge(c),
-            AuthVerdict::Refused(_) => {
+            // a stale nonce with a correct digest is challenged again; a wrong digest is
+            // refused, as Meta does (403), not re-challenged
+            AuthVerdict::Challenge(c) if c.values.iter().any(|v| v.contains("stale=true")) => {
+                return Verdict::Challenge(c);
+            }
+            AuthVerdict::Challenge(_) | AuthVerdict::Refused(_) => {
                 return Verdict::Refuse(
                     Refusal::new(403, "Forbidden").warning("Invalid credentials"),
                 );
