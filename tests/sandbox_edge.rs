@@ -169,7 +169,22 @@ async fn update_refer_info_get_405_with_metas_allow() {
     }
 }
 
+/// SIPp's digest `uri` for a call to `callee` (SIPp prefixes `sip:`): the Request-URI.
+fn auth_uri(callee: &str) -> String {
+    format!("{callee}@wa.meta.vc;transport=tls")
+}
+
 async fn auth_refusal(callee: &str, user: &str, password: Option<&str>, expect: &str) {
+    auth_refusal_uri(callee, user, password, &auth_uri(callee), expect).await;
+}
+
+async fn auth_refusal_uri(
+    callee: &str,
+    user: &str,
+    password: Option<&str>,
+    uri: &str,
+    expect: &str,
+) {
     let sb = sandbox(Algorithm::Md5, 5061).await;
     let (_socat, port) = tls_wrapper(sb.edge(), &sb.ca()).await;
     let pw = password
@@ -185,13 +200,25 @@ async fn auth_refusal(callee: &str, user: &str, password: Option<&str>, expect: 
             ("EXPECT", expect),
         ],
     );
-    let (ok, log) = run_sipp(&xml, port).await;
+    let (ok, log) = run_sipp_args(&xml, port, &["-auth_uri", uri]).await;
     assert!(ok, "expected 403 /{expect}/\n{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn digest_username_with_plus_gets_403() {
     auth_refusal("+15551234567", "+15550001111", None, "SIP/2.0 403").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digest_uri_not_the_request_uri_gets_403() {
+    auth_refusal_uri(
+        "+15551234567",
+        "15550001111",
+        None,
+        "+15551234567@wa.meta.vc",
+        "SIP/2.0 403",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,7 +256,7 @@ async fn business_call(callee: &str, routes: &str) -> whatsip::sandbox::edge::Ca
             ("ROUTES", routes),
         ],
     );
-    let (ok, log) = run_sipp(&xml, port).await;
+    let (ok, log) = run_sipp_args(&xml, port, &["-auth_uri", &auth_uri(callee)]).await;
     assert!(ok, "business-initiated call failed\n{log}");
     let calls = sb.running.edge.calls.list();
     assert_eq!(calls.len(), 1, "{calls:?}");
@@ -293,7 +320,7 @@ async fn bsuid_callee_is_accepted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ack_and_bye_outside_the_route_set_are_violations() {
-    let call = business_call("+15551234567", "").await;
+    let call = business_call("+15551234567", "X-Routes: none").await;
     assert!(
         call.violations
             .iter()

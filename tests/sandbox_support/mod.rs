@@ -124,6 +124,11 @@ pub fn scenario(name: &str, vars: &[(&str, &str)]) -> String {
 
 /// Runs one SIPp call of `xml` over TCP toward `port`; returns (success, SIPp's errors).
 pub async fn run_sipp(xml: &str, port: u16) -> (bool, String) {
+    run_sipp_args(xml, port, &[]).await
+}
+
+/// [`run_sipp`] with extra SIPp arguments (e.g. `-auth_uri`).
+pub async fn run_sipp_args(xml: &str, port: u16, extra: &[&str]) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("scenario.xml");
     std::fs::write(&path, xml).unwrap();
@@ -142,6 +147,7 @@ pub async fn run_sipp(xml: &str, port: u16) -> (bool, String) {
             "-trace_msg",
             "-nostdin",
         ])
+        .args(extra)
         .arg(format!("127.0.0.1:{port}"))
         .current_dir(dir.path())
         .stdin(Stdio::null())
