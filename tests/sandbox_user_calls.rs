@@ -77,7 +77,7 @@ async fn user_initiated_call_to_baresip_over_tls_connects() {
              module\t\t\tsrtp.so\nmodule\t\t\tausine.so\nmodule\t\t\taufile.so\n\
              module_app\t\taccount.so\nmodule_app\t\tmenu.so\n\
              audio_player\t\taufile,{out}\naudio_source\t\tausine,440\naudio_alert\t\taufile,/dev/null\n\
-             net_interface\t\tlo\n",
+             net_interface\t\t127.0.0.1\n",
             cert = conf.join("cert.pem").display(),
             ca = sb.ca().display(),
             out = conf.join("out.wav").display(),
