@@ -1023,3 +1023,21 @@ mod never_panics {
         }
     }
 }
+
+#[test]
+fn transport_error_reaches_the_tu_and_ends_the_transaction() {
+    let t0 = Instant::now();
+    let mut ep = endpoint();
+    let inv = outgoing_invite(&mut ep);
+    let id = ep.send_request(t0, inv, peer_target()).unwrap();
+    let t = transmits(&mut ep);
+    assert_eq!(t[0].txn, Some(id));
+    ep.handle_transport_error(t0 + ms(1), t[0].txn.unwrap());
+    assert_eq!(events(&mut ep), vec![Event::TransportError { id }]);
+    assert!(ep.is_empty());
+    ep.handle_timeout(t0 + Duration::from_secs(40));
+    assert!(
+        transmits(&mut ep).is_empty(),
+        "no retransmission after the error"
+    );
+}

@@ -4,7 +4,8 @@
 //!
 //! Guarantees: no protocol decision is made here: parsed messages go to
 //! `Endpoint::handle_incoming`, unparsable ones to `Endpoint::handle_malformed` (which answers
-//! 400/505/513 when it can); send failures are logged (the transaction's timers then decide).
+//! 400/505/513 when it can); a failed send is reported to its transaction
+//! (`Event::TransportError` for the TU).
 use crate::sip::endpoint::{Destination, Endpoint, Event, Source, Target, Transmit, TransportKind};
 use crate::sip::message::{Framing, Message};
 use crate::transport::{self, ConnId, Kind, Outgoing, Transport};
@@ -66,6 +67,9 @@ impl Driver {
     async fn send(&mut self, t: Transmit) {
         let Some(addr) = resolve(&t.target.destination).await else {
             tracing::debug!(?t.target, "cannot resolve destination");
+            if let Some(id) = t.txn {
+                self.endpoint.handle_transport_error(Instant::now(), id);
+            }
             return;
         };
         let mut out = Outgoing::new(
@@ -75,6 +79,9 @@ impl Driver {
         out.conn = t.target.connection.map(ConnId);
         if let Err(e) = self.transport.send(out).await {
             tracing::debug!(error = %e, "send failed");
+            if let Some(id) = t.txn {
+                self.endpoint.handle_transport_error(Instant::now(), id);
+            }
         }
     }
 

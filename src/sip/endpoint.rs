@@ -101,6 +101,9 @@ pub struct Target {
 pub struct Transmit {
     pub message: Message,
     pub target: Target,
+    /// The transaction this belongs to (`None`: stateless answer or end-to-end ACK); report a
+    /// send failure with `Endpoint::handle_transport_error(now, txn)`.
+    pub txn: Option<TxnId>,
 }
 
 /// What the endpoint reports to the TU.
@@ -391,6 +394,7 @@ impl Endpoint {
         self.transmits.push_back(Transmit {
             message: Message::Response(resp),
             target,
+            txn: None,
         });
     }
 
@@ -429,6 +433,7 @@ impl Endpoint {
                     self.transmits.push_back(Transmit {
                         message: Message::Response(resp),
                         target,
+                        txn: None,
                     });
                 }
                 return;
@@ -788,6 +793,7 @@ impl Endpoint {
         self.transmits.push_back(Transmit {
             message: Message::Request(ack),
             target,
+            txn: None,
         });
         Ok(())
     }
@@ -930,6 +936,7 @@ impl Endpoint {
             self.transmits.push_back(Transmit {
                 message: Message::Response(p.response.clone()),
                 target: p.target.clone(),
+                txn: Some(id),
             });
             p.interval = (p.interval * 2).min(t2);
             p.next += p.interval;
@@ -1039,6 +1046,7 @@ impl Endpoint {
             self.transmits.push_back(Transmit {
                 message: Message::Request(r),
                 target: e.target.clone(),
+                txn: Some(id),
             });
         }
         loop {
@@ -1087,6 +1095,7 @@ impl Endpoint {
             self.transmits.push_back(Transmit {
                 message: Message::Response(r),
                 target: e.target.clone(),
+                txn: Some(id),
             });
         }
         loop {
