@@ -483,6 +483,12 @@ impl Core {
                 };
                 let Some(ip) = ip else {
                     tracing::info!(%host, "sandbox edge: cannot resolve");
+                    if let Some(cid) = call_id_of(&t.message) {
+                        self.transport_failed(&cid, &format!("cannot resolve {host}"));
+                    }
+                    if let Some(id) = t.txn {
+                        self.endpoint.handle_transport_error(Instant::now(), id);
+                    }
                     return;
                 };
                 let addr = SocketAddr::new(ip, *port);
@@ -499,6 +505,9 @@ impl Core {
             tracing::info!(error = %e, "sandbox edge: send failed");
             if let Some(cid) = call_id_of(&t.message) {
                 self.transport_failed(&cid, &e.to_string());
+            }
+            if let Some(id) = t.txn {
+                self.endpoint.handle_transport_error(Instant::now(), id);
             }
         }
     }
