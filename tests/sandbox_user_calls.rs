@@ -112,6 +112,11 @@ async fn user_initiated_call_to_baresip_over_tls_connects() {
     assert_eq!(call["status"], 200, "{call:#}");
     assert_eq!(call["end_reason"], "user_hangup", "{call:#}");
     assert_eq!(call["violations"], serde_json::json!([]), "{call:#}");
+    // baresip's SRTP (ausine tone) decrypted with the key from its SDP answer, and echoed
+    let media = &call["media"];
+    assert!(media["rx_packets"].as_u64().unwrap() > 10, "{media:#}");
+    assert_eq!(media["decrypt_failures"], 0, "{media:#}");
+    assert!(media["tx_packets"].as_u64().unwrap() > 0, "{media:#}");
     let invite = &call["sip"][0];
     assert!(
         invite["first_line"]

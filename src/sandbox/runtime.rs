@@ -21,6 +21,7 @@ use crate::sandbox::ca::SandboxCa;
 use crate::sandbox::edge::calls::{
     AnswerMode, CallBook, CallDirection, CallState, MediaCounters, SipEntry,
 };
+use crate::sandbox::edge::media::{MediaParams, MediaStarter, echo_agent};
 use crate::sandbox::edge::rules::{self, EdgeConfig, EdgeRules, Refusal, RouteStyle, Verdict};
 use crate::sip::auth::{DigestClient, RandomCnonce};
 use crate::sip::dialog::Dialog;
@@ -148,11 +149,22 @@ impl EdgeHandle {
     }
 }
 
-/// Starts the edge on its own task; returns once the listener is bound.
+/// Starts the edge on its own task with the built-in SRTP echo agent; returns once the
+/// listener is bound.
 pub async fn start_edge(
     config: RuntimeConfig,
     state: SandboxState,
     calls: CallBook,
+) -> Result<EdgeHandle, RuntimeError> {
+    start_edge_with_media(config, state, calls, echo_agent()).await
+}
+
+/// [`start_edge`] with another media agent (e.g. the sandbox media user agent).
+pub async fn start_edge_with_media(
+    config: RuntimeConfig,
+    state: SandboxState,
+    calls: CallBook,
+    media: MediaStarter,
 ) -> Result<EdgeHandle, RuntimeError> {
     let ca = SandboxCa::load_or_create(&config.ca_dir)?;
     let edge_cert = ca.issue_edge()?;
@@ -211,6 +223,7 @@ pub async fn start_edge(
         uas: HashMap::new(),
         uac: HashMap::new(),
         timers: Vec::new(),
+        media,
     };
     tokio::spawn(core.run());
     tracing::info!(%edge_addr, "sandbox SIP edge (TLS, wa.meta.vc) listening");
@@ -273,6 +286,18 @@ struct UasCall {
     answer_sdp: Option<String>,
     answered_at: Option<Instant>,
     conn: Option<u64>,
+    media: MediaSlot,
+}
+
+/// A call's media: the socket advertised in our SDP until the agent takes it, the
+/// negotiated parameters, the running agent.
+#[derive(Debug, Default)]
+struct MediaSlot {
+    socket: Option<std::net::UdpSocket>,
+    negotiated: Option<sdp::Negotiated>,
+    offer: Option<sdp::Offer>,
+    task: Option<tokio::task::AbortHandle>,
+    silent: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,6 +324,7 @@ struct UacCall {
     conn: Option<u64>,
     wacid: String,
     bye_txn: Option<TxnId>,
+    media: MediaSlot,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -329,6 +355,7 @@ struct Core {
     uas: HashMap<String, UasCall>,
     uac: HashMap<String, UacCall>,
     timers: Vec<(Instant, Timer)>,
+    media: MediaStarter,
 }
 
 fn now_unix() -> i64 {
@@ -667,9 +694,19 @@ impl Core {
             .sip_target(&call.business)
             .is_some_and(|t| !t.additional_codecs.is_empty());
         let mut media = MediaCounters::default();
+        let mut slot = MediaSlot::default();
         let answer_sdp = match AudioSession::parse(&req.body) {
             Ok(offer) => {
-                let port = 40_000 + u16::try_from(self.counter % 1000).unwrap_or(0) * 2;
+                let Some((socket, port)) = bind_media(self.edge_addr.ip()) else {
+                    let r = Refusal {
+                        status: 503,
+                        reason: "Service Unavailable".into(),
+                        headers: vec![(HeaderName::Allow, rules::ALLOW.to_string())],
+                    };
+                    self.reply(now, id, &r);
+                    return;
+                };
+                slot.socket = Some(socket);
                 let local = LocalMedia::whatsapp(self.edge_addr.ip(), port, g711);
                 match sdp::build_answer(&offer, &local) {
                     Ok((answer, neg)) => {
@@ -678,6 +715,7 @@ impl Core {
                             Some(SocketAddr::new(self.edge_addr.ip(), port).to_string());
                         media.codec = Some(format!("{}/{}", neg.codec.name, neg.codec.clock_rate));
                         media.payload_type = Some(neg.codec.payload_type);
+                        slot.negotiated = Some(neg);
                         Some(answer.to_sdp())
                     }
                     Err(e) => {
@@ -756,6 +794,10 @@ impl Core {
                 answer_sdp,
                 answered_at: None,
                 conn: source.connection,
+                media: MediaSlot {
+                    silent: behaviour.answer == AnswerMode::Silent,
+                    ..slot
+                },
             },
         );
         self.timers.push((at, Timer::UasAct(cid)));
@@ -818,6 +860,7 @@ impl Core {
         if status == 200 {
             self.state
                 .record_connected_call(&business, &user, now_unix());
+            self.start_media(cid);
         }
         self.calls.with_call_id(cid, |r| {
             r.state = state;
@@ -921,6 +964,7 @@ impl Core {
                     r.end_reason = Some("bye_from_gateway".into());
                     r.duration_s = duration;
                 });
+                self.stop_media(cid);
             }
             _ => {
                 if let Some(mut resp) = self.endpoint.make_response(id, 200, "OK") {
@@ -1019,6 +1063,7 @@ impl Core {
         }
         self.strip_own_routes(&mut bye);
         let _ = self.endpoint.send_request(now, bye, target);
+        self.stop_media(cid);
         let reason = reason.to_string();
         self.calls.with_call_id(cid, |r| {
             r.state = CallState::Completed;
@@ -1106,7 +1151,7 @@ impl Core {
             inv.headers
                 .push(HeaderName::parse("x-wa-meta-deeplink-payload"), p.clone());
         }
-        let port = 41_000 + u16::try_from(self.counter % 1000).unwrap_or(0) * 2;
+        let (socket, port) = bind_media(self.edge_addr.ip()).ok_or("cannot bind an RTP socket")?;
         let local = LocalMedia::whatsapp(
             self.edge_addr.ip(),
             port,
@@ -1153,6 +1198,11 @@ impl Core {
                 conn: None,
                 wacid,
                 bye_txn: None,
+                media: MediaSlot {
+                    socket: Some(socket),
+                    offer: Some(offer),
+                    ..MediaSlot::default()
+                },
             },
         );
         self.timers.push((
@@ -1210,6 +1260,7 @@ impl Core {
         bye.headers.push(HeaderName::Reason, "Q.850;cause=16");
         c.phase = UacPhase::Ending;
         self.strip_own_routes(&mut bye);
+        self.stop_media(cid);
         let txn = self
             .endpoint
             .send_request(now, bye, target)
@@ -1306,6 +1357,7 @@ impl Core {
         if let Some(c) = self.uac.get_mut(cid) {
             c.phase = UacPhase::Ended;
         }
+        self.stop_media(cid);
         let why = why.to_string();
         self.calls.with_call_id(cid, |r| {
             r.state = if status == 487 || (400..700).contains(&status) {
@@ -1378,7 +1430,13 @@ impl Core {
         c.answered_at = Some(now);
         let duration = c.duration;
         let mut media = None;
-        if let Ok(ans) = AudioSession::parse(&resp.body) {
+        if let (Ok(ans), Some(offer)) = (AudioSession::parse(&resp.body), c.media.offer.as_ref()) {
+            match sdp::accept_answer(offer, &ans) {
+                Ok(neg) => c.media.negotiated = Some(neg),
+                Err(e) => self
+                    .calls
+                    .violation(cid, format!("SDP answer not acceptable: {e}")),
+            }
             media = Some((
                 ans.rtp_addr().to_string(),
                 ans.audio_codecs()
@@ -1400,6 +1458,7 @@ impl Core {
                 }
             }
         });
+        self.start_media(cid);
         if let Some(d) = duration {
             self.timers
                 .push((now + d, Timer::UacHangup(cid.to_string())));
@@ -1418,5 +1477,64 @@ fn strip_routes(req: &mut Request, own: &[String]) {
     req.headers.remove(&HeaderName::Route);
     for r in kept {
         req.headers.push(HeaderName::Route, r);
+    }
+}
+
+/// A non-blocking UDP socket on `ip` with an even port (RTP convention), and its port.
+fn bind_media(ip: IpAddr) -> Option<(std::net::UdpSocket, u16)> {
+    for _ in 0..16 {
+        let s = std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).ok()?;
+        let port = s.local_addr().ok()?.port();
+        if port % 2 == 0 && s.set_nonblocking(true).is_ok() {
+            return Some((s, port));
+        }
+    }
+    None
+}
+
+impl Core {
+    fn ssrc(&mut self) -> u32 {
+        let n = self.next_n();
+        let h = sha2_bytes(&format!("ssrc-{}-{n}", self.seed));
+        u32::from_be_bytes([h[0], h[1], h[2], h[3]])
+    }
+
+    /// Hands the answered call's socket and parameters to the media agent.
+    fn start_media(&mut self, cid: &str) {
+        let ssrc = self.ssrc();
+        let slot = if let Some(c) = self.uas.get_mut(cid) {
+            &mut c.media
+        } else if let Some(c) = self.uac.get_mut(cid) {
+            &mut c.media
+        } else {
+            return;
+        };
+        let (Some(socket), Some(negotiated)) = (slot.socket.take(), slot.negotiated.take()) else {
+            return;
+        };
+        let params = MediaParams {
+            socket,
+            negotiated,
+            silent: slot.silent,
+            calls: self.calls.clone(),
+            call_id: cid.to_string(),
+            ssrc,
+        };
+        slot.task = Some((self.media)(params));
+    }
+
+    /// Stops the call's media agent (call ended).
+    fn stop_media(&mut self, cid: &str) {
+        let slot = if let Some(c) = self.uas.get_mut(cid) {
+            &mut c.media
+        } else if let Some(c) = self.uac.get_mut(cid) {
+            &mut c.media
+        } else {
+            return;
+        };
+        if let Some(t) = slot.task.take() {
+            t.abort();
+        }
+        slot.socket = None;
     }
 }

@@ -10,6 +10,7 @@
 //! The tokio glue that binds the TLS listener and drives the SIP endpoint is
 //! `sandbox::runtime`.
 pub mod calls;
+pub mod media;
 pub mod rules;
 
 pub use calls::{
