@@ -336,3 +336,69 @@ async fn ack_and_bye_outside_the_route_set_are_violations() {
         call.violations
     );
 }
+
+/// Sets how the fixture user answers through the control API, then calls it.
+async fn answered_as(mode: &str, status: &str, expect: &str) -> whatsip::sandbox::edge::CallRecord {
+    let sb = sandbox(Algorithm::Md5, 5061).await;
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/sandbox/users", sb.running.http_addr))
+        .json(&serde_json::json!({"user": "+15551234567", "answer": mode,
+                                  "answer_delay_ms": 100, "ring_timeout_ms": 300}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["permission"], "permanent", "{v}");
+    assert_eq!(v["behaviour"]["answer"], mode, "{v}");
+    let (_socat, port) = tls_wrapper(sb.edge(), &sb.ca()).await;
+    let pw = sb.password();
+    let xml = scenario(
+        "sandbox_auth_refusal.xml",
+        &[
+            ("CALLEE", "+15551234567"),
+            ("USER", "15550001111"),
+            ("PASSWORD", &pw),
+            ("STATUS", status),
+            ("EXPECT", expect),
+        ],
+    );
+    let (ok, log) = run_sipp_args(&xml, port, &["-auth_uri", &auth_uri("+15551234567")]).await;
+    assert!(ok, "{mode}: expected {status}\n{log}");
+    let calls = sb.running.edge.calls.list();
+    assert_eq!(calls.len(), 1);
+    calls[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_user_answers_486_at_once() {
+    let call = answered_as("busy", "486", "SIP/2.0 486 Busy Here").await;
+    assert_eq!((call.state, call.status), (CallState::Rejected, Some(486)));
+    assert!(
+        !call
+            .sip
+            .iter()
+            .any(|e| e.first_line.starts_with("SIP/2.0 180")),
+        "{:?}",
+        call.sip
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejecting_user_rings_then_declines_486() {
+    let call = answered_as("reject", "486", "SIP/2.0 486 Declined").await;
+    assert_eq!((call.state, call.status), (CallState::Rejected, Some(486)));
+    assert!(
+        call.sip
+            .iter()
+            .any(|e| e.first_line.starts_with("SIP/2.0 180")),
+        "{:?}",
+        call.sip
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswering_user_gives_480_after_the_ring_timeout() {
+    let call = answered_as("no_answer", "480", "SIP/2.0 480").await;
+    assert_eq!((call.state, call.status), (CallState::Rejected, Some(480)));
+}

@@ -19,7 +19,8 @@ pub enum AnswerMode {
     /// 180, then 200 with an SDP answer after `answer_delay_ms`; media echoes.
     #[default]
     Answer,
-    /// 180, then 603 Decline after `answer_delay_ms` (the user declined).
+    /// 180, then `486 Declined` after `answer_delay_ms`: Meta reports a user's decline as 486
+    /// (whatsapp-calling.md §1.3), which counts against the permission like a busy.
     Reject,
     /// 486 Busy Here at once.
     Busy,
