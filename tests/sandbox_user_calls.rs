@@ -239,3 +239,74 @@ async fn record_route_rewritten_by_the_gateway_is_a_violation() {
         "SIPp UAS saw ACK and BYE with x-wa-meta-call-duration"
     );
 }
+
+async fn unanswered(hangup_via_api: bool) -> serde_json::Value {
+    let gw_port = free_port();
+    let give_up = if hangup_via_api { 30 } else { 2 };
+    let sb = sandbox_with(Algorithm::Sha256, gw_port, Duration::from_secs(give_up)).await;
+    let (mut sipp, _socat, _dir) = tls_uas(&sb, gw_port, "sandbox_uas_no_answer.xml").await;
+    let http = sb.running.http_addr;
+    let id = post_call(
+        http,
+        serde_json::json!({"from": "+15551234567", "to": "+15550001111"}),
+    )
+    .await;
+    if hangup_via_api {
+        let client = reqwest::Client::new();
+        let mut ringing = false;
+        for _ in 0..100 {
+            let c: serde_json::Value = client
+                .get(format!("http://{http}/sandbox/calls/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if c["state"] == "ringing" {
+                ringing = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(ringing, "call never rang");
+        let r = client
+            .post(format!("http://{http}/sandbox/calls/{id}/hangup"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let call = wait_final(http, &id).await;
+    let sipp_ok = tokio::time::timeout(Duration::from_secs(30), sipp.wait())
+        .await
+        .expect("SIPp finished")
+        .unwrap()
+        .success();
+    assert!(
+        sipp_ok,
+        "SIPp UAS saw CANCEL and the ACK of its 487: {call:#}"
+    );
+    call
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_user_initiated_call_is_cancelled_after_the_timeout() {
+    let call = unanswered(false).await;
+    assert_eq!(call["status"], 487, "{call:#}");
+    assert_eq!(call["end_reason"], "unanswered_timeout", "{call:#}");
+    assert!(
+        sent_lines(&call).iter().any(|l| l.starts_with("CANCEL ")),
+        "{call:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_hangup_while_ringing_cancels() {
+    let call = unanswered(true).await;
+    assert_eq!(call["status"], 487, "{call:#}");
+    assert!(
+        sent_lines(&call).iter().any(|l| l.starts_with("CANCEL ")),
+        "{call:#}"
+    );
+}

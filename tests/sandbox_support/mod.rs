@@ -45,6 +45,15 @@ impl Sandbox {
 
 /// A sandbox with the fixture, seeded, on ephemeral ports.
 pub async fn sandbox(algorithm: Algorithm, gateway_port: u16) -> Sandbox {
+    sandbox_with(algorithm, gateway_port, Duration::from_secs(10)).await
+}
+
+/// [`sandbox`] with the give-up time of unanswered user-initiated calls.
+pub async fn sandbox_with(
+    algorithm: Algorithm,
+    gateway_port: u16,
+    unanswered: Duration,
+) -> Sandbox {
     let dir = tempfile::tempdir().unwrap();
     let state = SandboxState::new(SandboxOptions {
         seed: Some(SEED),
@@ -59,7 +68,7 @@ pub async fn sandbox(algorithm: Algorithm, gateway_port: u16) -> Sandbox {
             algorithm,
             route_style: RouteStyle::Meta,
         },
-        unanswered_timeout: Duration::from_secs(10),
+        unanswered_timeout: unanswered,
         ..RuntimeConfig::default()
     };
     let running = whatsip::sandbox::start("127.0.0.1:0".parse().unwrap(), config, state.clone())
@@ -169,4 +178,63 @@ pub async fn run_sipp_args(xml: &str, port: u16, extra: &[&str]) -> (bool, Strin
         }
     }
     (status.success(), log)
+}
+
+/// A SIPp UAS (scenario `name` with `@CONTACT@` filled) behind a socat TLS listener on
+/// `gw_port` presenting the sandbox-issued certificate for gateway.whatsip.test.
+pub async fn tls_uas(sb: &Sandbox, gw_port: u16, name: &str) -> (Child, Child, tempfile::TempDir) {
+    let (chain, key) = whatsip::sandbox::ca::issue_gateway_cert_in(
+        &sb.dir.path().join("ca"),
+        "gateway.whatsip.test",
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("gw.pem");
+    let keyf = dir.path().join("gw.key");
+    std::fs::write(&certs, &chain).unwrap();
+    std::fs::write(&keyf, &key).unwrap();
+    let sipp_port = free_port();
+    let xml = scenario(
+        name,
+        &[(
+            "CONTACT",
+            &format!("sip:+15550001111@gateway.whatsip.test:{gw_port};transport=tls"),
+        )],
+    );
+    std::fs::write(dir.path().join("uas.xml"), xml).unwrap();
+    let sipp = Command::new("sipp")
+        .args(["-sf", "uas.xml", "-t", "t1", "-i", "127.0.0.1", "-p"])
+        .arg(sipp_port.to_string())
+        .args([
+            "-m",
+            "1",
+            "-timeout",
+            "25s",
+            "-timeout_error",
+            "-trace_err",
+            "-nostdin",
+        ])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("sipp installed");
+    wait_listening(sipp_port).await;
+    let socat = Command::new("socat")
+        .arg(format!(
+            "OPENSSL-LISTEN:{gw_port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
+            certs.display(),
+            keyf.display()
+        ))
+        .arg(format!("TCP:127.0.0.1:{sipp_port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("socat installed");
+    wait_listening(gw_port).await;
+    (sipp, socat, dir)
 }
