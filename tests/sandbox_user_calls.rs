@@ -310,3 +310,46 @@ async fn user_hangup_while_ringing_cancels() {
         "{call:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_certificate_not_from_a_trusted_ca_fails_the_call() {
+    // Meta validates the gateway's certificate against the configured host name; a
+    // self-signed one (right name, untrusted issuer) must fail the TLS handshake.
+    let gw_port = free_port();
+    let sb = sandbox(Algorithm::Sha256, gw_port).await;
+    let ck = rcgen::generate_simple_self_signed(vec!["gateway.whatsip.test".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("c.pem");
+    let key = dir.path().join("k.pem");
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let _socat = tokio::process::Command::new("socat")
+        .arg(format!(
+            "OPENSSL-LISTEN:{gw_port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
+            cert.display(),
+            key.display()
+        ))
+        .arg("SYSTEM:cat")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("socat installed");
+    wait_listening(gw_port).await;
+    let http = sb.running.http_addr;
+    let id = post_call(
+        http,
+        serde_json::json!({"from": "+15551234567", "to": "+15550001111"}),
+    )
+    .await;
+    let call = wait_final(http, &id).await;
+    assert_eq!(call["state"], "failed", "{call:#}");
+    assert!(
+        call["end_reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("transport"),
+        "{call:#}"
+    );
+}
