@@ -156,6 +156,18 @@ async fn register_gets_403() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_gets_200_with_metas_allow() {
+    refusal(
+        "OPTIONS",
+        "sip:wa.meta.vc;transport=tls",
+        OK_FROM,
+        "200",
+        "Allow: INVITE, ACK, BYE, CANCEL, NOTIFY, OPTIONS",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_refer_info_get_405_with_metas_allow() {
     for m in ["UPDATE", "REFER", "INFO"] {
         refusal(

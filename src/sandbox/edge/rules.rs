@@ -636,6 +636,20 @@ mod tests {
         assert!(in_dialog(&Method::Bye).is_none());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn decide_never_panics(user in "[ -~]{0,40}", host in "[ -~]{0,30}", from in "[ -~]{0,60}", auth in "[ -~]{0,120}") {
+            let st = state();
+            let mut r = rules(Algorithm::Md5);
+            let text = format!(
+                "INVITE sip:{user}@{host} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1;branch=z9hG4bKp\r\nFrom: <sip:{from}>;tag=a\r\nTo: <sip:x@y>\r\nCall-ID: p\r\nCSeq: 1 INVITE\r\nProxy-Authorization: Digest {auth}\r\nContent-Length: 0\r\n\r\n"
+            );
+            if let Ok(Message::Request(req)) = Message::parse(text.as_bytes(), Framing::Stream) {
+                let _ = decide(&mut r, &st, &req);
+            }
+        }
+    }
+
     #[test]
     fn record_route_styles() {
         assert_eq!(
