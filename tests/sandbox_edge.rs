@@ -328,6 +328,20 @@ async fn bsuid_callee_is_accepted() {
     let call = business_call("US.13491208655302741918", "[routes]").await;
     assert_eq!(call.to, "US.13491208655302741918");
     assert_eq!(call.state, CallState::Completed, "{call:?}");
+    let ok = call
+        .sip
+        .iter()
+        .find(|e| {
+            e.dir == "sent" && e.first_line.starts_with("SIP/2.0 200") && e.body.contains("m=audio")
+        })
+        .expect("200 OK in the transcript");
+    assert!(
+        ok.headers
+            .iter()
+            .any(|(n, v)| n == "x-wa-meta-user-id" && v == "US.13491208655302741918"),
+        "{:?}",
+        ok.headers
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -894,6 +894,19 @@ impl Core {
                     self.edge_contact(&user)
                 ),
             );
+            // Since BSUIDs, Meta names the user in its 200 OK (header names as Meta spells them).
+            let bsuid = self
+                .state
+                .lock()
+                .users
+                .get(&c.user)
+                .and_then(|u| u.bsuid.clone());
+            if let Some(b) = bsuid {
+                resp.headers
+                    .push(HeaderName::parse("x-wa-meta-user-id"), b.clone());
+                resp.headers
+                    .push(HeaderName::parse("x-wa_meta-parent-user-id"), b);
+            }
             if let Some(sdp) = &c.answer_sdp {
                 resp.headers
                     .push(HeaderName::ContentType, "application/sdp");
