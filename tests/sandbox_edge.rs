@@ -7,7 +7,7 @@ mod sandbox_support;
 use sandbox_support::*;
 use std::process::Stdio;
 use std::time::Duration;
-use whatsip::sandbox::edge::CallState;
+use whatsip::sandbox::edge::{CallState, RouteStyle};
 use whatsip::sip::auth::Algorithm;
 
 const OK_FROM: &str = "sip:+15550001111@gateway.whatsip.test";
@@ -256,7 +256,15 @@ async fn user_without_call_permission_gets_403_138006() {
 }
 
 async fn business_call(callee: &str, routes: &str) -> whatsip::sandbox::edge::CallRecord {
-    let sb = sandbox(Algorithm::Md5, 5061).await;
+    business_call_styled(callee, routes, RouteStyle::Meta).await
+}
+
+async fn business_call_styled(
+    callee: &str,
+    routes: &str,
+    style: RouteStyle,
+) -> whatsip::sandbox::edge::CallRecord {
+    let sb = sandbox_cfg(Algorithm::Md5, 5061, Duration::from_secs(10), style).await;
     let (_socat, port) = tls_wrapper(sb.edge(), &sb.ca()).await;
     let pw = sb.password();
     let xml = scenario(
@@ -427,4 +435,36 @@ async fn rejecting_user_rings_then_declines_486() {
 async fn unanswering_user_gives_480_after_the_ring_timeout() {
     let call = answered_as("no_answer", "480", "SIP/2.0 480").await;
     assert_eq!((call.state, call.status), (CallState::Rejected, Some(480)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_record_route_style_routes_ack_and_bye_to_the_edge() {
+    let call = business_call_styled(
+        "+15551234567",
+        "[routes]",
+        RouteStyle::Loopback("127.0.0.1:0".parse().unwrap()),
+    )
+    .await;
+    assert_eq!(call.state, CallState::Completed, "{call:?}");
+    assert!(call.violations.is_empty(), "{:?}", call.violations);
+    let ok = call
+        .sip
+        .iter()
+        .find(|e| {
+            e.dir == "sent" && e.first_line.starts_with("SIP/2.0 200") && e.body.contains("m=audio")
+        })
+        .expect("200 OK in the transcript");
+    let rr: Vec<&str> = ok
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "Record-Route")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(rr.len(), 2);
+    assert!(
+        rr.iter().all(
+            |r| r.starts_with("<sip:127.0.0.1:") && r.contains(";transport=tls;lr;x-meta-hop=")
+        ),
+        "{rr:?}"
+    );
 }

@@ -54,6 +54,16 @@ pub async fn sandbox_with(
     gateway_port: u16,
     unanswered: Duration,
 ) -> Sandbox {
+    sandbox_cfg(algorithm, gateway_port, unanswered, RouteStyle::Meta).await
+}
+
+/// [`sandbox_with`] with a Record-Route style (`Loopback` with port 0 = the edge's address).
+pub async fn sandbox_cfg(
+    algorithm: Algorithm,
+    gateway_port: u16,
+    unanswered: Duration,
+    route_style: RouteStyle,
+) -> Sandbox {
     let dir = tempfile::tempdir().unwrap();
     let state = SandboxState::new(SandboxOptions {
         seed: Some(SEED),
@@ -66,7 +76,7 @@ pub async fn sandbox_with(
         seed: Some(SEED),
         edge_config: EdgeConfig {
             algorithm,
-            route_style: RouteStyle::Meta,
+            route_style,
         },
         unanswered_timeout: unanswered,
         ..RuntimeConfig::default()
