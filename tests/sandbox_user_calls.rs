@@ -117,6 +117,11 @@ async fn user_initiated_call_to_baresip_over_tls_connects() {
     assert!(media["rx_packets"].as_u64().unwrap() > 10, "{media:#}");
     assert_eq!(media["decrypt_failures"], 0, "{media:#}");
     assert!(media["tx_packets"].as_u64().unwrap() > 0, "{media:#}");
+    // the sandbox media user decoded baresip's 440 Hz tone as audio, not silence
+    assert!(
+        media["non_silent_rx_packets"].as_u64().unwrap() > 0,
+        "{media:#}"
+    );
     let invite = &call["sip"][0];
     assert!(
         invite["first_line"]

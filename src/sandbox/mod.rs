@@ -7,6 +7,7 @@ pub mod ca;
 pub mod control;
 pub mod edge;
 pub mod graph;
+pub mod media_user;
 pub mod runtime;
 
 pub use graph::state::{SandboxOptions, SandboxState, SipTarget};

@@ -21,7 +21,7 @@ use crate::sandbox::ca::SandboxCa;
 use crate::sandbox::edge::calls::{
     AnswerMode, CallBook, CallDirection, CallState, MediaCounters, SipEntry,
 };
-use crate::sandbox::edge::media::{MediaParams, MediaStarter, echo_agent};
+use crate::sandbox::edge::media::{MediaParams, MediaStarter, media_user_agent};
 use crate::sandbox::edge::rules::{self, EdgeConfig, EdgeRules, Refusal, RouteStyle, Verdict};
 use crate::sip::auth::{DigestClient, RandomCnonce};
 use crate::sip::dialog::Dialog;
@@ -149,23 +149,29 @@ impl EdgeHandle {
     }
 }
 
-/// Starts the edge on its own task with the built-in SRTP echo agent; returns once the
-/// listener is bound.
+/// Starts the edge on its own task with the sandbox media user agent echoing audio
+/// (`media_user::Mode::Echo`); returns once the listener is bound.
 pub async fn start_edge(
     config: RuntimeConfig,
     state: SandboxState,
     calls: CallBook,
 ) -> Result<EdgeHandle, RuntimeError> {
-    start_edge_with_media(config, state, calls, echo_agent()).await
+    start_edge_with_media(config, state, calls, |hangups| {
+        media_user_agent(crate::sandbox::media_user::Mode::Echo, hangups)
+    })
+    .await
 }
 
-/// [`start_edge`] with another media agent (e.g. the sandbox media user agent).
+/// [`start_edge`] with another media agent. `media` gets the sender on which an agent reports
+/// the SIP Call-ID of a call whose user hangs up (the edge then sends BYE).
 pub async fn start_edge_with_media(
     config: RuntimeConfig,
     state: SandboxState,
     calls: CallBook,
-    media: MediaStarter,
+    media: impl FnOnce(mpsc::UnboundedSender<String>) -> MediaStarter,
 ) -> Result<EdgeHandle, RuntimeError> {
+    let (hangup_tx, hangups) = mpsc::unbounded_channel();
+    let media = media(hangup_tx);
     let ca = SandboxCa::load_or_create(&config.ca_dir)?;
     let edge_cert = ca.issue_edge()?;
     let server = edge_server_config(&edge_cert.chain_pem, &edge_cert.key_pem)?;
@@ -224,6 +230,7 @@ pub async fn start_edge_with_media(
         uac: HashMap::new(),
         timers: Vec::new(),
         media,
+        hangups,
     };
     tokio::spawn(core.run());
     tracing::info!(%edge_addr, "sandbox SIP edge (TLS, wa.meta.vc) listening");
@@ -356,6 +363,8 @@ struct Core {
     uac: HashMap<String, UacCall>,
     timers: Vec<(Instant, Timer)>,
     media: MediaStarter,
+    /// Call-IDs whose media agent hung up (no-media timers).
+    hangups: mpsc::UnboundedReceiver<String>,
 }
 
 fn now_unix() -> i64 {
@@ -436,6 +445,14 @@ impl Core {
                         let _ = reply.send(r);
                     }
                 },
+                Some(cid) = self.hangups.recv() => {
+                    let now = Instant::now();
+                    if self.uas.contains_key(&cid) {
+                        self.uas_bye(now, &cid, "no_media");
+                    } else {
+                        let _ = self.uac_hangup(now, &cid, "no_media");
+                    }
+                }
                 () = sleep => {}
             }
         }

@@ -296,15 +296,14 @@ fn srtcp_index_increments_per_packet() {
 
 #[test]
 fn gcm_srtcp_iv_matches_rfc7714_section_17() {
-    // RFC 7714 §17: SSRC "Mars" (0x4d617273), SRTCP index 0x5d4.
+    // RFC 7714 §17: SSRC "Mars" (0x4d617273), SRTCP index 0x5d4 → IV 517524055203726f207170bb;
+    // §16: SSRC 0x5501a0b2, ROC 0, SEQ 0xf17b → IV 51753c6580c2726f20718414.
     let salt: [u8; 12] = hex(GCM_SALT).try_into().unwrap();
-    let mut iv = [0u8; 12];
-    iv[2..6].copy_from_slice(&0x4d61_7273u32.to_be_bytes());
-    iv[8..12].copy_from_slice(&0x5d4u32.to_be_bytes());
-    for (d, s) in iv.iter_mut().zip(salt) {
-        *d ^= s;
-    }
+    let index = 0x5d4u32;
+    let iv = Transform::gcm_iv(&salt, 0x4d61_7273, index >> 16, index as u16);
     assert_eq!(iv.to_vec(), hex("517524055203726f207170bb"));
+    let iv = Transform::gcm_iv(&salt, 0x5501_a0b2, 0, 0xf17b);
+    assert_eq!(iv.to_vec(), hex("51753c6580c2726f20718414"));
 }
 
 #[test]

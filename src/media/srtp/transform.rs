@@ -165,7 +165,7 @@ impl Transform {
         iv
     }
 
-    fn gcm_iv(salt: &[u8; 12], ssrc: u32, hi: u32, lo: u16) -> [u8; 12] {
+    pub(crate) fn gcm_iv(salt: &[u8; 12], ssrc: u32, hi: u32, lo: u16) -> [u8; 12] {
         // RTP:  00 00 || SSRC || ROC || SEQ; RTCP: 00 00 || SSRC || 00 00 || index (31 bits)
         let mut iv = [0u8; 12];
         iv[2..6].copy_from_slice(&ssrc.to_be_bytes());

@@ -97,6 +97,10 @@ pub struct MediaCounters {
     /// Negotiated codec (`opus/48000/2`, …) and its payload type.
     pub codec: Option<String>,
     pub payload_type: Option<u8>,
+    /// Received audio packets that decoded to non-silence (media user agent only).
+    pub non_silent_rx_packets: Option<u64>,
+    /// Set when the user hung up on a no-media timer (media user agent only).
+    pub hangup: Option<String>,
 }
 
 /// One SIP message of a call.

@@ -37,6 +37,73 @@ pub struct MediaParams {
 /// Starts a media agent for a call; the edge aborts the returned handle when the call ends.
 pub type MediaStarter = Arc<dyn Fn(MediaParams) -> AbortHandle + Send + Sync>;
 
+/// A [`MediaStarter`] running the sandbox media user agent (`sandbox::media_user`): Opus
+/// (or G.711) `mode` audio, SRTP/SRTCP, RFC 4733 digits, audio-level evidence, and
+/// WhatsApp's no-media timers. Its counters are copied into the call book every 100 ms; when
+/// the user hangs up on a media timeout, `on_hangup` receives the call's SIP Call-ID (the
+/// edge then sends BYE). A call that cannot run it (not SDES, unknown codec) falls back to
+/// [`echo_agent`]'s loop.
+pub fn media_user_agent(
+    mode: crate::sandbox::media_user::Mode,
+    on_hangup: tokio::sync::mpsc::UnboundedSender<String>,
+) -> MediaStarter {
+    use crate::sandbox::media_user::{MediaSocket, MediaUserConfig, Mode};
+    Arc::new(move |p: MediaParams| {
+        let on_hangup = on_hangup.clone();
+        let mode = if p.silent { Mode::Silent } else { mode };
+        tokio::spawn(async move {
+            let Ok(local) = p.socket.local_addr() else {
+                return;
+            };
+            let cfg = match MediaUserConfig::from_negotiated(&p.negotiated, mode) {
+                Ok(mut c) => {
+                    c.ssrc = p.ssrc;
+                    c
+                }
+                Err(e) => {
+                    tracing::info!(call_id = %p.call_id, error = %e, "media user unusable; echo agent instead");
+                    run_echo(p).await;
+                    return;
+                }
+            };
+            // The media user owns its socket: release ours and bind the same loopback port
+            // (the one in our SDP) at once.
+            let MediaParams { socket, calls, call_id, .. } = p;
+            drop(socket);
+            let Ok(ms) = MediaSocket::bind(local).await else {
+                tracing::warn!(%call_id, %local, "cannot rebind the media port");
+                return;
+            };
+            let Ok(handle) = ms.start_with(std::time::Instant::now(), cfg) else {
+                return;
+            };
+            let mut hung = handle.hangup();
+            loop {
+                let c = handle.counters();
+                calls.with_call_id(&call_id, |r| {
+                    r.media.rx_packets = c.rx_packets;
+                    r.media.tx_packets = c.tx_packets;
+                    r.media.rx_bytes = c.rx_bytes;
+                    r.media.tx_bytes = c.tx_bytes;
+                    r.media.decrypt_failures = c.decrypt_failures;
+                    r.media.dtmf = c.dtmf.clone();
+                    r.media.non_silent_rx_packets = Some(c.non_silent_rx_packets);
+                    r.media.hangup = c.hangup.map(|h| format!("{h:?}"));
+                });
+                if hung.borrow().is_some() {
+                    let _ = on_hangup.send(call_id.clone());
+                    return;
+                }
+                tokio::select! {
+                    _ = hung.changed() => {}
+                    () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                }
+            }
+        })
+        .abort_handle()
+    })
+}
+
 /// The default [`MediaStarter`].
 pub fn echo_agent() -> MediaStarter {
     Arc::new(|p: MediaParams| tokio::spawn(run_echo(p)).abort_handle())
