@@ -103,7 +103,7 @@ async fn user_initiated_call_to_baresip_over_tls_connects() {
     let id = post_call(
         http,
         serde_json::json!({"from": "+15551234567", "to": "+15550001111", "duration": 2,
-                           "cta_payload": "order-42"}),
+                           "cta_payload": "order-42", "media": "tone"}),
     )
     .await;
     let call = wait_final(http, &id).await;

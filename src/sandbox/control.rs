@@ -74,6 +74,8 @@ pub struct UserBody {
     pub answer: Option<AnswerMode>,
     pub answer_delay_ms: Option<u64>,
     pub ring_timeout_ms: Option<u64>,
+    /// `echo` | `tone` | `silent`.
+    pub media: Option<crate::sandbox::media_user::Mode>,
 }
 
 #[derive(Debug, Serialize)]
@@ -124,6 +126,9 @@ async fn set_user(State(edge): State<EdgeHandle>, body: Option<Json<UserBody>>) 
     }
     if let Some(d) = b.answer_delay_ms {
         behaviour.answer_delay_ms = d.min(600_000);
+    }
+    if let Some(m) = b.media {
+        behaviour.media = m;
     }
     if let Some(d) = b.ring_timeout_ms {
         behaviour.ring_timeout_ms = d.min(600_000);

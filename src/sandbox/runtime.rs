@@ -109,6 +109,9 @@ pub struct PlaceCall {
     pub cta_payload: Option<String>,
     /// `x-wa-meta-deeplink-payload` header value.
     pub deeplink_payload: Option<String>,
+    /// What the user sends once answered: `echo` (default: the caller's behaviour), `tone`,
+    /// `silent`.
+    pub media: Option<crate::sandbox::media_user::Mode>,
 }
 
 #[derive(Debug)]
@@ -298,13 +301,25 @@ struct UasCall {
 
 /// A call's media: the socket advertised in our SDP until the agent takes it, the
 /// negotiated parameters, the running agent.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct MediaSlot {
     socket: Option<std::net::UdpSocket>,
     negotiated: Option<sdp::Negotiated>,
     offer: Option<sdp::Offer>,
     task: Option<tokio::task::AbortHandle>,
-    silent: bool,
+    mode: crate::sandbox::media_user::Mode,
+}
+
+impl Default for MediaSlot {
+    fn default() -> Self {
+        MediaSlot {
+            socket: None,
+            negotiated: None,
+            offer: None,
+            task: None,
+            mode: crate::sandbox::media_user::Mode::Echo,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -812,7 +827,11 @@ impl Core {
                 answered_at: None,
                 conn: source.connection,
                 media: MediaSlot {
-                    silent: behaviour.answer == AnswerMode::Silent,
+                    mode: if behaviour.answer == AnswerMode::Silent {
+                        crate::sandbox::media_user::Mode::Silent
+                    } else {
+                        behaviour.media
+                    },
                     ..slot
                 },
             },
@@ -1231,6 +1250,11 @@ impl Core {
                 media: MediaSlot {
                     socket: Some(socket),
                     offer: Some(offer),
+                    mode: call.media.unwrap_or_else(|| {
+                        let key = from_user.trim_start_matches('+').to_string();
+                        let key = self.state.lock().user_key(&from_user).unwrap_or(key);
+                        self.calls.behaviour(&key).media
+                    }),
                     ..MediaSlot::default()
                 },
             },
@@ -1545,7 +1569,7 @@ impl Core {
         let params = MediaParams {
             socket,
             negotiated,
-            silent: slot.silent,
+            mode: slot.mode,
             calls: self.calls.clone(),
             call_id: cid.to_string(),
             ssrc,

@@ -38,6 +38,14 @@ pub struct UserBehaviour {
     pub answer_delay_ms: u64,
     /// Ringing time before giving up with 480 (`no_answer`).
     pub ring_timeout_ms: u64,
+    /// What the user sends once the call is up: `echo` (default) or `tone` (440 Hz);
+    /// `answer: "silent"` overrides both.
+    #[serde(default = "default_media")]
+    pub media: crate::sandbox::media_user::Mode,
+}
+
+fn default_media() -> crate::sandbox::media_user::Mode {
+    crate::sandbox::media_user::Mode::Echo
 }
 
 impl Default for UserBehaviour {
@@ -46,6 +54,7 @@ impl Default for UserBehaviour {
             answer: AnswerMode::Answer,
             answer_delay_ms: 200,
             ring_timeout_ms: 5_000,
+            media: default_media(),
         }
     }
 }

@@ -25,8 +25,8 @@ pub struct MediaParams {
     /// The call's RTP socket (bound, non-blocking), advertised in the sandbox's SDP.
     pub socket: std::net::UdpSocket,
     pub negotiated: Negotiated,
-    /// The user answered silently: receive and count, send nothing.
-    pub silent: bool,
+    /// What the user sends: `Echo`, `Tone`, or `Silent` (receive and count, send nothing).
+    pub mode: crate::sandbox::media_user::Mode,
     /// Where to report counters (`CallBook::with_call_id(call_id, …)`).
     pub calls: CallBook,
     pub call_id: String,
@@ -50,7 +50,8 @@ pub fn media_user_agent(
     use crate::sandbox::media_user::{MediaSocket, MediaUserConfig, Mode};
     Arc::new(move |p: MediaParams| {
         let on_hangup = on_hangup.clone();
-        let mode = if p.silent { Mode::Silent } else { mode };
+        // per-call choice (user behaviour / placed call) over the agent's default
+        let mode = if p.mode == Mode::Echo { mode } else { p.mode };
         tokio::spawn(async move {
             let Ok(local) = p.socket.local_addr() else {
                 return;
@@ -118,7 +119,7 @@ async fn run_echo(p: MediaParams) {
     let MediaParams {
         socket,
         negotiated,
-        silent,
+        mode,
         calls,
         call_id,
         ssrc,
@@ -176,7 +177,7 @@ async fn run_echo(p: MediaParams) {
             c.media.rx_bytes += payload_len;
             c.media.dtmf.push_str(&digits);
         });
-        if silent {
+        if mode == crate::sandbox::media_user::Mode::Silent {
             continue;
         }
         // Echo: same payload, our SSRC, re-encrypted with our key, back to the sender
