@@ -57,6 +57,24 @@ pub struct SandboxArgs {
     /// Bearer token the Graph twin accepts.
     #[arg(long, default_value = "sandbox")]
     pub token: String,
+    /// Address of the SIP edge (TLS, presents `wa.meta.vc`).
+    #[arg(long, default_value = "127.0.0.1:5062")]
+    pub edge: SocketAddr,
+    /// Folder of the sandbox CA (`ca.pem`, `ca.key`).
+    #[arg(long, default_value = "var/sandbox")]
+    pub ca_dir: PathBuf,
+    /// Digest algorithm of the edge's 407 challenge: sha-256 or md5.
+    #[arg(long, default_value = "sha-256")]
+    pub digest_algorithm: String,
+    /// Record-Route style: `meta` (Meta's exact host names) or `loopback` (the edge's address).
+    #[arg(long, default_value = "meta")]
+    pub record_route: String,
+    /// Where user-initiated calls connect for the gateway host (`--gateway-host`).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub gateway_ip: std::net::IpAddr,
+    /// Give up (CANCEL) on user-initiated calls not answered within this many seconds.
+    #[arg(long, default_value_t = 60)]
+    pub unanswered_timeout_s: u64,
 }
 
 /// Where the Graph API is and how to talk to it. Without `--phone-number-id`, the number

@@ -46,6 +46,40 @@ fn main() -> ExitCode {
         },
         Command::Sandbox(args) => {
             init_tracing();
+            let algorithm = match args.digest_algorithm.to_ascii_lowercase().as_str() {
+                "sha-256" | "sha256" => whatsip::sip::auth::Algorithm::Sha256,
+                "md5" => whatsip::sip::auth::Algorithm::Md5,
+                other => {
+                    eprintln!("error: --digest-algorithm {other:?}: use sha-256 or md5");
+                    return ExitCode::from(2);
+                }
+            };
+            let route_style = match args.record_route.as_str() {
+                "meta" => whatsip::sandbox::edge::RouteStyle::Meta,
+                // port 0: the edge's own address once bound
+                "loopback" => whatsip::sandbox::edge::RouteStyle::Loopback(
+                    std::net::SocketAddr::new(args.edge.ip(), 0),
+                ),
+                other => {
+                    eprintln!("error: --record-route {other:?}: use meta or loopback");
+                    return ExitCode::from(2);
+                }
+            };
+            let config = whatsip::sandbox::runtime::RuntimeConfig {
+                edge: args.edge,
+                ca_dir: args.ca_dir.clone(),
+                seed: args.seed,
+                edge_config: whatsip::sandbox::edge::EdgeConfig {
+                    algorithm,
+                    route_style,
+                },
+                hosts: std::collections::HashMap::from([(
+                    args.gateway_host.to_ascii_lowercase(),
+                    args.gateway_ip,
+                )]),
+                unanswered_timeout: std::time::Duration::from_secs(args.unanswered_timeout_s),
+                extra_roots_pem: None,
+            };
             let state = whatsip::sandbox::SandboxState::new(whatsip::sandbox::SandboxOptions {
                 seed: args.seed,
                 gateway_host: args.gateway_host,
@@ -54,14 +88,19 @@ fn main() -> ExitCode {
                 ..Default::default()
             });
             block_on(async move {
-                println!(
-                    "sandbox HTTP (Graph twin + control) on http://{}",
-                    args.http
-                );
-                match whatsip::sandbox::serve_http(args.http, state).await {
-                    Ok(()) => 0,
+                match whatsip::sandbox::start(args.http, config, state).await {
+                    Ok(running) => {
+                        println!(
+                            "sandbox SIP edge on {} (TLS, wa.meta.vc; CA {}), HTTP (Graph twin + control) on http://{}",
+                            running.edge.edge_addr,
+                            running.edge.ca_path.display(),
+                            running.http_addr
+                        );
+                        let _ = tokio::signal::ctrl_c().await;
+                        0
+                    }
                     Err(e) => {
-                        eprintln!("error: sandbox HTTP on {}: {e}", args.http);
+                        eprintln!("error: sandbox: {e}");
                         1
                     }
                 }

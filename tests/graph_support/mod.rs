@@ -33,7 +33,12 @@ impl Sandbox {
                     &format!("127.0.0.1:{port}"),
                     "--seed",
                     "7",
+                    // the SIP edge on an ephemeral port, its CA outside the work tree
+                    "--edge",
+                    "127.0.0.1:0",
+                    "--ca-dir",
                 ])
+                .arg(std::env::temp_dir().join(format!("whatsip-sandbox-ca-{port}")))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
