@@ -1,0 +1,629 @@
+//! Start-up glue of `whatsip run`: opens the call-record store, serves the HTTP API, starts the
+//! in-process sandbox when the WhatsApp profile asks for it, obtains the TLS identity, binds the
+//! WhatsApp TLS and trunk UDP/TCP transports, and runs the call [`Runtime`] with real adapters
+//! (digest responders, SDP offer/answer on `media::sdp`, record/registry consumer) until
+//! `shutdown` resolves.
+//!
+//! Guarantees: nothing is started unless every listener binds; on shutdown the signalling task
+//! stops first, then every queued record is flushed (bounded wait) before `run` returns.
+//! Media is negotiated (SDP with RTP ports from the profiles' ranges) but not relayed yet.
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use tokio::sync::{mpsc, watch};
+
+use crate::api::{self, ActiveCall, ApiState, NewCall, Readiness};
+use crate::call::router::{CallKey, Output, Router};
+use crate::call::runtime::{Runtime, Side};
+use crate::call::state::{
+    CallConfig, CallDeps, CallState, ChallengeResponder, Direction, MediaError, Permission,
+    RecordUpdate, SdpPlane,
+};
+use crate::config::{Config, PortRange, TlsIdentity, TrunkCodec};
+use crate::media::sdp::{self, AudioSession, Codec, LocalMedia, Offer};
+use crate::sip::auth::{DigestClient, RandomCnonce, meta_client};
+use crate::sip::endpoint::{Endpoint, EndpointConfig};
+use crate::store::{self, Recorder, StoreConfig, Timestamp};
+use crate::transport::{self, Transport, tls};
+
+/// Folder of the sandbox CA (`ca.pem`, `ca.key`), shared with the sandbox's own CA code.
+pub const SANDBOX_DIR: &str = "var/sandbox";
+const SANDBOX_CA_NAME: &str = "whatsip sandbox CA";
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    #[error("config: {0}")]
+    Config(String),
+    #[error("call records: {0}")]
+    Store(#[from] store::StoreError),
+    #[error("HTTP API: {0}")]
+    Api(#[from] api::ApiError),
+    #[error("TLS identity: {0}")]
+    Tls(String),
+    #[error("SIP transport: {0}")]
+    Transport(#[from] transport::TransportError),
+    #[error("sandbox: {0}")]
+    Sandbox(String),
+}
+
+/// The gateway's certificate chain and key.
+pub struct TlsCert {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl std::fmt::Debug for TlsCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsCert")
+            .field("chain", &self.chain.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn ca_params() -> Result<CertificateParams, rcgen::Error> {
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, SANDBOX_CA_NAME);
+    dn.push(DnType::OrganizationName, "whatsip sandbox");
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(p)
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)?.write_all(text.as_bytes())
+}
+
+/// For `tls.mode = "sandbox"`: a certificate for `host` signed by the sandbox CA in `dir`
+/// (`ca.pem` + `ca.key`, the layout of the sandbox's CA; both created when either is missing,
+/// otherwise reused so earlier processes keep trusting it). Returns the chain (leaf, CA) and
+/// the leaf key as PEM.
+pub fn tls_identity(dir: &Path, host: &str) -> Result<(String, String), GatewayError> {
+    let err = |e: &dyn std::fmt::Display| GatewayError::Tls(e.to_string());
+    let cert_path = dir.join("ca.pem");
+    let key_path = dir.join("ca.key");
+    let (ca_pem, ca_key) = if cert_path.is_file() && key_path.is_file() {
+        let pem = std::fs::read_to_string(&cert_path).map_err(|e| err(&e))?;
+        let key_pem = std::fs::read_to_string(&key_path).map_err(|e| err(&e))?;
+        (pem, KeyPair::from_pem(&key_pem).map_err(|e| err(&e))?)
+    } else {
+        std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
+        let key = KeyPair::generate().map_err(|e| err(&e))?;
+        let cert = ca_params()
+            .and_then(|p| p.self_signed(&key))
+            .map_err(|e| err(&e))?;
+        write_private(&key_path, &key.serialize_pem()).map_err(|e| err(&e))?;
+        std::fs::write(&cert_path, cert.pem()).map_err(|e| err(&e))?;
+        tracing::info!(path = %cert_path.display(), "sandbox CA created");
+        (cert.pem(), key)
+    };
+    let mut p = CertificateParams::new(vec![host.to_string()]).map_err(|e| err(&e))?;
+    p.distinguished_name.push(DnType::CommonName, host);
+    p.use_authority_key_identifier_extension = true;
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    p.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let leaf_key = KeyPair::generate().map_err(|e| err(&e))?;
+    let issuer = Issuer::new(ca_params().map_err(|e| err(&e))?, &ca_key);
+    let leaf = p.signed_by(&leaf_key, &issuer).map_err(|e| err(&e))?;
+    Ok((
+        format!("{}{}", leaf.pem(), ca_pem),
+        leaf_key.serialize_pem(),
+    ))
+}
+
+fn parse_identity(chain_pem: &str, key_pem: &str) -> Result<TlsCert, GatewayError> {
+    let chain = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| GatewayError::Tls(e.to_string()))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| GatewayError::Tls(e.to_string()))?;
+    Ok(TlsCert { chain, key })
+}
+
+/// Answers 401/407 with a digest client (Meta's or the trunk's `outbound_auth`).
+struct DigestResponder(DigestClient);
+
+impl ChallengeResponder for DigestResponder {
+    fn respond(
+        &mut self,
+        challenges: &[&str],
+        method: &str,
+        request_uri: &str,
+        previous: Option<&str>,
+    ) -> Option<String> {
+        match self.0.respond(
+            challenges.iter().copied(),
+            method,
+            request_uri,
+            previous,
+            &mut RandomCnonce,
+        ) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot answer the digest challenge");
+                None
+            }
+        }
+    }
+}
+
+/// Hands out even RTP ports round-robin from a profile's range.
+#[derive(Debug)]
+struct PortPool {
+    range: PortRange,
+    next: u16,
+}
+
+impl PortPool {
+    fn new(range: PortRange) -> PortPool {
+        PortPool {
+            next: range.start,
+            range,
+        }
+    }
+
+    fn take(&mut self) -> u16 {
+        let mut p = self.next + (self.next % 2);
+        if p >= self.range.end || p < self.range.start {
+            p = self.range.start + (self.range.start % 2);
+        }
+        self.next = p.saturating_add(2);
+        p
+    }
+}
+
+fn media_error(e: sdp::SdpError) -> MediaError {
+    MediaError {
+        status: e.sip_status(),
+        text: e.to_string(),
+    }
+}
+
+fn parse_sdp(body: &[u8]) -> Result<AudioSession, MediaError> {
+    AudioSession::parse(body).map_err(media_error)
+}
+
+/// RFC 3264 offer/answer on both legs with `media::sdp`; one instance per call.
+struct SdpNegotiator {
+    wa_local: LocalMedia,
+    pbx_local: LocalMedia,
+    /// Our outstanding offer (toward the PBX for user-initiated calls, toward Meta otherwise).
+    offer: Option<Offer>,
+}
+
+impl SdpNegotiator {
+    fn accept(&self, answer: &[u8]) -> Result<(), MediaError> {
+        let offer = self.offer.as_ref().ok_or(MediaError {
+            status: 500,
+            text: "answer without our offer".into(),
+        })?;
+        sdp::accept_answer(offer, &parse_sdp(answer)?).map_err(media_error)?;
+        Ok(())
+    }
+}
+
+impl SdpPlane for SdpNegotiator {
+    fn pbx_offer(&mut self, wa_offer: &[u8]) -> Result<Bytes, MediaError> {
+        let offer = parse_sdp(wa_offer)?;
+        // Fail early (488 to Meta) when we could not answer Meta's offer at all.
+        sdp::build_answer(&offer, &self.wa_local).map_err(media_error)?;
+        let ours = sdp::build_offer(&self.pbx_local);
+        let text = ours.sdp.to_sdp();
+        self.offer = Some(ours);
+        Ok(Bytes::from(text))
+    }
+
+    fn wa_answer(&mut self, wa_offer: &[u8], pbx_answer: &[u8]) -> Result<Bytes, MediaError> {
+        self.accept(pbx_answer)?;
+        let (answer, _) =
+            sdp::build_answer(&parse_sdp(wa_offer)?, &self.wa_local).map_err(media_error)?;
+        Ok(Bytes::from(answer.to_sdp()))
+    }
+
+    fn wa_offer(&mut self, pbx_offer: &[u8]) -> Result<Bytes, MediaError> {
+        let offer = parse_sdp(pbx_offer)?;
+        sdp::build_answer(&offer, &self.pbx_local).map_err(media_error)?;
+        let ours = sdp::build_offer(&self.wa_local);
+        let text = ours.sdp.to_sdp();
+        self.offer = Some(ours);
+        Ok(Bytes::from(text))
+    }
+
+    fn pbx_answer(&mut self, pbx_offer: &[u8], wa_answer: &[u8]) -> Result<Bytes, MediaError> {
+        self.accept(wa_answer)?;
+        let (answer, _) =
+            sdp::build_answer(&parse_sdp(pbx_offer)?, &self.pbx_local).map_err(media_error)?;
+        Ok(Bytes::from(answer.to_sdp()))
+    }
+}
+
+fn pbx_codecs(codecs: &[TrunkCodec]) -> Vec<Codec> {
+    codecs
+        .iter()
+        .filter_map(|c| match c {
+            TrunkCodec::Opus => Some(Codec::opus(111)),
+            TrunkCodec::PCMU => Some(Codec::pcmu()),
+            TrunkCodec::PCMA => Some(Codec::pcma()),
+            TrunkCodec::TelephoneEvent => None,
+        })
+        .collect()
+}
+
+/// Builds each call's media and auth helpers from the profiles.
+fn deps_factory(cfg: Arc<Config>) -> impl FnMut(&CallConfig) -> CallDeps + Send {
+    let mut wa_ports: HashMap<String, PortPool> = HashMap::new();
+    let mut pbx_ports: HashMap<String, PortPool> = HashMap::new();
+    let mut session: u64 = 0;
+    move |cc: &CallConfig| {
+        session += 1;
+        let wa = cfg
+            .whatsapp
+            .iter()
+            .find(|p| p.numbers.iter().any(|n| n.e164 == cc.business));
+        let number = wa.and_then(|p| p.numbers.iter().find(|n| n.e164 == cc.business));
+        let trunk = number.and_then(|n| cfg.trunks.iter().find(|t| t.name == n.trunk));
+        let wa_auth = number.and_then(|n| match n.sip_password.resolve() {
+            Ok(pw) => match meta_client(&n.e164, pw.expose()) {
+                Ok(c) => Some(Box::new(DigestResponder(c)) as Box<dyn ChallengeResponder>),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot build Meta's digest client");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "business number's SIP password unavailable");
+                None
+            }
+        });
+        let pbx_auth =
+            trunk
+                .and_then(|t| t.outbound_auth.as_ref())
+                .and_then(|a| match a.password.resolve() {
+                    Ok(pw) => Some(Box::new(DigestResponder(DigestClient::new(
+                        a.username.clone(),
+                        pw.expose(),
+                    ))) as Box<dyn ChallengeResponder>),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "trunk outbound_auth password unavailable");
+                        None
+                    }
+                });
+        let wa_ip: IpAddr = wa
+            .and_then(|p| p.media.public_address)
+            .or_else(|| wa.map(|p| p.sip.listen.ip()))
+            .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        let wa_port = wa
+            .map(|p| {
+                wa_ports
+                    .entry(p.name.clone())
+                    .or_insert_with(|| PortPool::new(p.media.rtp_ports))
+                    .take()
+            })
+            .unwrap_or(0);
+        let g711 = number.is_some_and(|n| !n.additional_codecs.is_empty());
+        let mut wa_local = LocalMedia::whatsapp(wa_ip, wa_port, g711);
+        wa_local.session_id = session;
+        let pbx_ip: IpAddr = trunk
+            .and_then(|t| t.media.public_address)
+            .or_else(|| cc.local_host.parse().ok())
+            .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        let pbx_port = trunk
+            .map(|t| {
+                pbx_ports
+                    .entry(t.name.clone())
+                    .or_insert_with(|| PortPool::new(t.media.rtp_ports))
+                    .take()
+            })
+            .unwrap_or(0);
+        let codecs = trunk
+            .map(|t| pbx_codecs(&t.codecs))
+            .unwrap_or_else(|| vec![Codec::pcma(), Codec::pcmu()]);
+        let mut pbx_local = LocalMedia::pbx(pbx_ip, pbx_port, codecs);
+        pbx_local.session_id = session;
+        CallDeps {
+            sdp: Box::new(SdpNegotiator {
+                wa_local,
+                pbx_local,
+                offer: None,
+            }),
+            wa_auth,
+            pbx_auth,
+        }
+    }
+}
+
+fn store_state(s: &CallState) -> store::CallState {
+    match s {
+        CallState::Connecting => store::CallState::Connecting,
+        CallState::Ringing => store::CallState::Ringing,
+        CallState::PreAccepted => store::CallState::PreAccepted,
+        CallState::Accepted => store::CallState::Accepted,
+        CallState::Completed(_) => store::CallState::Completed,
+        CallState::Rejected(_) => store::CallState::Rejected,
+        CallState::Failed(_) => store::CallState::Failed,
+    }
+}
+
+/// Applies the router's record and state outputs to the registry (API, metrics) and the
+/// recorder. Media actions are logged: the relay is not wired yet.
+async fn consume_outputs(
+    mut rx: mpsc::Receiver<Output>,
+    registry: api::CallRegistry,
+    recorder: Recorder,
+    prefix: String,
+) -> Recorder {
+    let mut calls: HashMap<CallKey, Arc<ActiveCall>> = HashMap::new();
+    while let Some(o) = rx.recv().await {
+        match o {
+            Output::Record(
+                k,
+                RecordUpdate::Started {
+                    direction,
+                    business,
+                    user,
+                    wacid,
+                    ..
+                },
+            ) => {
+                let dir = match direction {
+                    Direction::UserInitiated => store::Direction::UserInitiated,
+                    Direction::BusinessInitiated => store::Direction::BusinessInitiated,
+                };
+                let mut nc = NewCall::new(
+                    format!("{prefix}-{}", k.0),
+                    dir,
+                    business,
+                    user,
+                    Timestamp::now(),
+                );
+                nc.wacid = wacid;
+                let call = registry.insert(nc);
+                recorder.start(call.to_record());
+                calls.insert(k, call);
+            }
+            Output::Record(_, RecordUpdate::Answered { .. }) => {}
+            Output::Record(k, RecordUpdate::Ended { state, wacid, .. }) => {
+                if let Some(call) = calls.remove(&k) {
+                    if wacid.is_some() {
+                        call.update(|i| i.wacid = wacid);
+                    }
+                    let s = store_state(&state);
+                    registry.finish(&call.id, s);
+                    recorder.finish(call.final_record(s, None, Timestamp::now()));
+                }
+            }
+            Output::State(k, state) => {
+                if let Some(call) = calls.get(&k)
+                    && !state.is_terminal()
+                {
+                    let u = call.transition(store_state(&state), Timestamp::now());
+                    recorder.update(&call.id, u);
+                }
+            }
+            Output::Media(k, action) => {
+                tracing::debug!(call = k.0, ?action, "media action (relay not wired yet)");
+            }
+        }
+    }
+    recorder
+}
+
+/// Where the in-process sandbox serves HTTP: `graph.base_url` when it is a loopback
+/// `http://ip:port` (so Graph requests reach the twin), else the fixed sandbox address.
+fn sandbox_http_addr(base_url: &str) -> SocketAddr {
+    base_url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|h| h.parse::<SocketAddr>().ok())
+        .filter(|a| a.ip().is_loopback())
+        .unwrap_or(crate::config::SANDBOX_HTTP_ADDR)
+}
+
+/// Runs the gateway until `shutdown` resolves, then stops accepting calls and drains the
+/// recorder.
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), GatewayError> {
+    let cfg = Arc::new(cfg);
+    let wa = cfg
+        .whatsapp
+        .first()
+        .ok_or_else(|| GatewayError::Config("no whatsapp profile".into()))?;
+    if cfg.whatsapp.len() > 1 {
+        return Err(GatewayError::Config(
+            "more than one whatsapp profile is not supported yet".into(),
+        ));
+    }
+
+    // Call records.
+    let (recorder, writer) = Recorder::open(&StoreConfig {
+        path: cfg.gateway.records_db.clone(),
+        queue: Recorder::DEFAULT_CAPACITY,
+    })?;
+
+    // HTTP API.
+    let state =
+        ApiState::new().with_records(cfg.gateway.records_db.clone(), Some(recorder.monitor()));
+    let health = state.health.clone();
+    let registry = state.calls.clone();
+    for c in ["records", "sip_whatsapp", "sip_trunks"] {
+        health.set_component(c, Readiness::Starting);
+    }
+    health.set_component("records", Readiness::Ready);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut api_stop = stop_rx.clone();
+    let (api_task, api_addr) =
+        api::serve_with_shutdown(cfg.gateway.http_listen, state, async move {
+            let _ = api_stop.wait_for(|s| *s).await;
+        })
+        .await?;
+    tracing::info!(addr = %api_addr, "HTTP API up");
+
+    // In-process sandbox (Graph/HTTP twin).
+    let mut sandbox_task = None;
+    if wa.meta.sandbox {
+        let addr = sandbox_http_addr(&wa.graph.base_url);
+        let token = match wa.graph.token.resolve() {
+            Ok(t) => t.expose().to_owned(),
+            Err(e) => return Err(GatewayError::Sandbox(e.to_string())),
+        };
+        let sstate = crate::sandbox::SandboxState::new(crate::sandbox::SandboxOptions {
+            gateway_host: wa.sip.public_host.clone(),
+            gateway_port: wa.sip.public_port,
+            token,
+            ..Default::default()
+        });
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| GatewayError::Sandbox(format!("cannot listen on {addr}: {e}")))?;
+        let app = crate::sandbox::http_router(sstate);
+        let mut sb_stop = stop_rx.clone();
+        sandbox_task = Some(tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = sb_stop.wait_for(|s| *s).await;
+                })
+                .await
+        }));
+        health.set_component("sandbox", Readiness::Ready);
+        tracing::info!(%addr, "sandbox HTTP (Graph twin + control) up");
+    }
+
+    // TLS identity and the WhatsApp-side transport.
+    let cert = match &wa.tls {
+        TlsIdentity::Files {
+            cert_chain,
+            private_key,
+        } => TlsCert {
+            chain: tls::load_certs(cert_chain).map_err(|e| GatewayError::Tls(e.to_string()))?,
+            key: tls::load_key(private_key).map_err(|e| GatewayError::Tls(e.to_string()))?,
+        },
+        TlsIdentity::SandboxIssued => {
+            let dir = wa
+                .meta
+                .ca_file
+                .as_deref()
+                .and_then(Path::parent)
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from(SANDBOX_DIR));
+            let (chain, key) = tls_identity(&dir, &wa.sip.public_host)?;
+            parse_identity(&chain, &key)?
+        }
+    };
+    let server =
+        tls::server_config(cert.chain, cert.key).map_err(|e| GatewayError::Tls(e.to_string()))?;
+    let roots = match &wa.meta.ca_file {
+        Some(p) => tls::Roots::CaFile(p.clone()),
+        None => tls::Roots::System,
+    };
+    let client = tls::client_config(&roots).map_err(|e| GatewayError::Tls(e.to_string()))?;
+    let (wa_transport, wa_events) = Transport::bind(transport::Config {
+        tls: vec![wa.sip.listen],
+        tls_server: Some(server),
+        tls_client: Some(client),
+        ..Default::default()
+    })
+    .await?;
+    health.set_component("sip_whatsapp", Readiness::Ready);
+
+    // Trunk transports (all trunks share the PBX-side transport).
+    let mut pbx_cfg = transport::Config::default();
+    for t in &cfg.trunks {
+        pbx_cfg.udp.extend(t.listen.udp.iter().copied());
+        pbx_cfg.tcp.extend(t.listen.tcp.iter().copied());
+    }
+    let (pbx_transport, pbx_events) = Transport::bind(pbx_cfg).await?;
+    let pbx_local = pbx_transport
+        .local_addrs()
+        .first()
+        .map(|(_, a)| *a)
+        .ok_or_else(|| GatewayError::Config("no trunk listen address".into()))?;
+    health.set_component("sip_trunks", Readiness::Ready);
+
+    // Signalling.
+    let prefix = format!("{:08x}", rand::random::<u32>());
+    let wa_ep = Endpoint::new(EndpointConfig::new(
+        wa.sip.public_host.clone(),
+        Some(wa.sip.public_port),
+        format!("{prefix}w"),
+    ));
+    let pbx_ep = Endpoint::new(EndpointConfig::new(
+        pbx_local.ip().to_string(),
+        Some(pbx_local.port()),
+        format!("{prefix}p"),
+    ));
+    let router = Router::new(
+        cfg.clone(),
+        wa_ep,
+        pbx_ep,
+        Box::new(deps_factory(cfg.clone())),
+        Box::new(|_, _| Permission::Unknown),
+        prefix.clone(),
+    );
+    let (out_tx, out_rx) = mpsc::channel(1024);
+    let runtime = Runtime::new(
+        router,
+        Side {
+            transport: wa_transport,
+            events: wa_events,
+            tls_name: Some(wa.meta.edge_host.clone()),
+        },
+        Side {
+            transport: pbx_transport,
+            events: pbx_events,
+            tls_name: None,
+        },
+        out_tx,
+    );
+    let consumer = tokio::spawn(consume_outputs(out_rx, registry, recorder, prefix));
+    let sig_task = tokio::spawn(runtime.run(stop_rx.clone()));
+    tracing::info!("gateway running");
+
+    shutdown.await;
+    tracing::info!("shutting down: no new calls; draining records");
+    let _ = stop_tx.send(true);
+    let _ = sig_task.await;
+    // The runtime (and its output sender) is gone: the consumer ends after the last output.
+    let recorder = consumer.await.ok();
+    if let Some(r) = &recorder
+        && !r.flush(Duration::from_secs(5))
+    {
+        tracing::warn!("call records not flushed within 5 s");
+    }
+    drop(recorder);
+    let _ = tokio::task::spawn_blocking(move || writer.join_timeout(Duration::from_secs(5))).await;
+    let _ = api_task.await;
+    if let Some(t) = sandbox_task {
+        let _ = t.await;
+    }
+    Ok(())
+}
