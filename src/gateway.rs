@@ -35,6 +35,8 @@ use crate::sip::auth::{DigestClient, RandomCnonce, meta_client};
 use crate::sip::endpoint::{Endpoint, EndpointConfig};
 use crate::store::{self, Recorder, StoreConfig, Timestamp};
 use crate::transport::{self, Transport, tls};
+use crate::whatsapp::errors::MetaCode;
+use crate::whatsapp::graph;
 
 /// Folder of the sandbox CA (`ca.pem`, `ca.key`), shared with the sandbox's own CA code.
 pub const SANDBOX_DIR: &str = "var/sandbox";
@@ -363,6 +365,126 @@ fn deps_factory(cfg: Arc<Config>) -> impl FnMut(&CallConfig) -> CallDeps + Send 
     }
 }
 
+/// How long a Graph permission answer is trusted.
+const PERMISSION_TTL: Duration = Duration::from_secs(60);
+
+/// The router's synchronous [`PermissionLookup`](crate::call::router::PermissionLookup) over
+/// Graph's `call_permissions`: answers from a cache only; a miss (or a stale entry) answers
+/// `Unknown` (the INVITE goes to Meta, which decides) and starts one background lookup that
+/// fills the cache for the next call to that user.
+/// (business, user) → when Graph answered, and what.
+type KnownPermissions = HashMap<(String, String), (std::time::Instant, Permission)>;
+
+struct GraphPermissions {
+    lookups: HashMap<String, Arc<graph::permissions::PermissionLookup>>,
+    known: Arc<std::sync::Mutex<KnownPermissions>>,
+    pending: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
+}
+
+impl GraphPermissions {
+    /// One Graph client per business number whose profile's token resolves; numbers without
+    /// one always answer `Unknown`.
+    fn new(cfg: &Config) -> GraphPermissions {
+        let mut lookups = HashMap::new();
+        for p in &cfg.whatsapp {
+            let token = match p.graph.token.resolve() {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(profile = %p.name, error = %e, "no Graph token: permission lookups off");
+                    continue;
+                }
+            };
+            for n in &p.numbers {
+                let target = graph::GraphTarget {
+                    base_url: p.graph.base_url.clone(),
+                    api_version: p.graph.api_version.clone(),
+                    token: graph::Token::new(token.expose()),
+                    phone_number_id: n.phone_number_id.clone(),
+                    timeout: Duration::from_secs(u64::from(p.graph.timeout_s.max(1))),
+                    retry: graph::RetryPolicy {
+                        retries: p.graph.retries,
+                        ..graph::RetryPolicy::default()
+                    },
+                };
+                match graph::GraphClient::new(target) {
+                    Ok(c) => {
+                        lookups.insert(
+                            n.e164.clone(),
+                            Arc::new(graph::permissions::PermissionLookup::new(
+                                c,
+                                PERMISSION_TTL,
+                                5,
+                            )),
+                        );
+                    }
+                    Err(e) => tracing::warn!(error = %e, "Graph client: permission lookups off"),
+                }
+            }
+        }
+        GraphPermissions {
+            lookups,
+            known: Arc::default(),
+            pending: Arc::default(),
+        }
+    }
+
+    fn lookup(&mut self, business: &str, user: &str) -> Permission {
+        let key = (business.to_owned(), user.to_owned());
+        let now = std::time::Instant::now();
+        if let Some((at, p)) = self.lock_known().get(&key)
+            && now.saturating_duration_since(*at) < PERMISSION_TTL
+        {
+            return *p;
+        }
+        let (Some(lookup), Ok(uid)) = (
+            self.lookups.get(business).cloned(),
+            graph::permissions::UserId::parse(user),
+        ) else {
+            return Permission::Unknown;
+        };
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return Permission::Unknown;
+        };
+        if !self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone())
+        {
+            return Permission::Unknown;
+        }
+        let (known, pending) = (self.known.clone(), self.pending.clone());
+        handle.spawn(async move {
+            let verdict = match lookup.authorize_call(&uid).await {
+                Ok(()) => Some(Permission::Allowed),
+                Err(graph::GraphError::Refused {
+                    code: MetaCode::NoCallPermission,
+                    ..
+                }) => Some(Permission::NoPermission),
+                Err(e) => {
+                    tracing::debug!(error = %e, "permission lookup: Meta decides");
+                    None
+                }
+            };
+            if let Some(v) = verdict {
+                known
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key.clone(), (std::time::Instant::now(), v));
+            }
+            pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+        });
+        Permission::Unknown
+    }
+
+    fn lock_known(&self) -> std::sync::MutexGuard<'_, KnownPermissions> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 fn store_state(s: &CallState) -> store::CallState {
     match s {
         CallState::Connecting => store::CallState::Connecting,
@@ -586,7 +708,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         wa_ep,
         pbx_ep,
         Box::new(deps_factory(cfg.clone())),
-        Box::new(|_, _| Permission::Unknown),
+        {
+            let mut perms = GraphPermissions::new(&cfg);
+            Box::new(move |b: &str, u: &str| perms.lookup(b, u))
+        },
         prefix.clone(),
     );
     let (out_tx, out_rx) = mpsc::channel(1024);
@@ -626,4 +751,107 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         let _ = t.await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const META_OFFER: &str = "v=0\r\no=- 1731000000 1 IN IP4 157.240.19.130\r\ns=-\r\nc=IN IP4 157.240.19.130\r\nt=0 0\r\nm=audio 3480 RTP/SAVP 111 126\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:126 telephone-event/8000\r\na=ptime:20\r\na=sendrecv\r\na=rtcp-mux\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n";
+
+    fn negotiator(wa_port: u16, pbx_port: u16) -> SdpNegotiator {
+        let lo = IpAddr::from([127, 0, 0, 1]);
+        SdpNegotiator {
+            wa_local: LocalMedia::whatsapp(lo, wa_port, true),
+            pbx_local: LocalMedia::pbx(lo, pbx_port, vec![Codec::pcmu(), Codec::pcma()]),
+            offer: None,
+        }
+    }
+
+    #[test]
+    fn user_initiated_sdp_is_negotiated_on_both_legs() {
+        let mut n = negotiator(40000, 30000);
+        let pbx_offer = n.pbx_offer(META_OFFER.as_bytes()).unwrap();
+        let ours = AudioSession::parse(&pbx_offer).unwrap();
+        assert_eq!(ours.port, 30000);
+        assert_eq!(ours.proto.as_str(), "RTP/AVP");
+        assert!(ours.crypto.is_empty());
+        // The PBX answers PCMU from its own address.
+        let pbx_answer = "v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
+        let wa_answer = n
+            .wa_answer(META_OFFER.as_bytes(), pbx_answer.as_bytes())
+            .unwrap();
+        let a = AudioSession::parse(&wa_answer).unwrap();
+        assert_eq!(a.port, 40000);
+        assert_eq!(a.proto.as_str(), "RTP/SAVP");
+        assert!(
+            a.codecs
+                .iter()
+                .any(|c| c.is("opus") && c.payload_type == 111)
+        );
+        assert_eq!(a.crypto.len(), 1);
+        assert!(a.rtcp_mux);
+    }
+
+    #[test]
+    fn business_initiated_sdp_and_bad_answers() {
+        let mut n = negotiator(40002, 30002);
+        let pbx_offer = "v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 8 0 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+        let wa_offer = n.wa_offer(pbx_offer.as_bytes()).unwrap();
+        let o = AudioSession::parse(&wa_offer).unwrap();
+        assert_eq!(o.port, 40002);
+        assert_eq!(o.proto.as_str(), "RTP/SAVP");
+        assert!(!o.crypto.is_empty());
+        // Meta answers with opus and its own key.
+        // (Meta's SDES answer has the same shape as its offer: tag 1, AES_CM_128_HMAC_SHA1_80.)
+        let meta_answer = META_OFFER;
+        let pbx_answer = n
+            .pbx_answer(pbx_offer.as_bytes(), meta_answer.as_bytes())
+            .unwrap();
+        let a = AudioSession::parse(&pbx_answer).unwrap();
+        assert_eq!(a.port, 30002);
+        assert_eq!(
+            a.codecs[0].payload_type, 0,
+            "our preference (PCMU first), with the PBX's PT number"
+        );
+        // An answer without our offer, or garbage, is a SIP failure, not a panic.
+        let mut fresh = negotiator(1, 1);
+        assert_eq!(
+            fresh
+                .pbx_answer(pbx_offer.as_bytes(), b"v=0")
+                .unwrap_err()
+                .status,
+            500
+        );
+        assert!(n.wa_offer(b"not sdp").unwrap_err().status >= 400);
+    }
+
+    #[test]
+    fn rtp_ports_are_even_and_stay_in_range() {
+        let mut p = PortPool::new(PortRange {
+            start: 30001,
+            end: 30006,
+        });
+        let got: Vec<u16> = (0..4).map(|_| p.take()).collect();
+        assert_eq!(got, vec![30002, 30004, 30002, 30004]);
+    }
+
+    #[test]
+    fn sandbox_identity_reuses_the_ca_and_names_the_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let (chain, key) = tls_identity(dir.path(), "gateway.whatsip.test").unwrap();
+        let ca = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
+        assert!(chain.ends_with(&ca), "chain is leaf then CA");
+        let id = parse_identity(&chain, &key).unwrap();
+        assert_eq!(id.chain.len(), 2);
+        tls::server_config(id.chain, id.key).unwrap();
+        // A second start issues a new leaf from the same CA and leaves ca.pem alone.
+        let (chain2, _) = tls_identity(dir.path(), "gateway.whatsip.test").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("ca.pem")).unwrap(),
+            ca
+        );
+        assert!(chain2.ends_with(&ca));
+        assert_ne!(chain, chain2);
+    }
 }
