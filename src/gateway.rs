@@ -504,6 +504,7 @@ async fn consume_outputs(
     registry: api::CallRegistry,
     recorder: Recorder,
     prefix: String,
+    cfg: Arc<Config>,
 ) -> Recorder {
     let mut calls: HashMap<CallKey, Arc<ActiveCall>> = HashMap::new();
     while let Some(o) = rx.recv().await {
@@ -530,6 +531,12 @@ async fn consume_outputs(
                     Timestamp::now(),
                 );
                 nc.wacid = wacid;
+                nc.trunk = cfg
+                    .whatsapp
+                    .iter()
+                    .flat_map(|p| p.numbers.iter())
+                    .find(|n| n.e164 == nc.business_number)
+                    .map(|n| n.trunk.clone());
                 let call = registry.insert(nc);
                 recorder.start(call.to_record());
                 calls.insert(k, call);
@@ -729,7 +736,13 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         },
         out_tx,
     );
-    let consumer = tokio::spawn(consume_outputs(out_rx, registry, recorder, prefix));
+    let consumer = tokio::spawn(consume_outputs(
+        out_rx,
+        registry,
+        recorder,
+        prefix,
+        cfg.clone(),
+    ));
     let sig_task = tokio::spawn(runtime.run(stop_rx.clone()));
     tracing::info!("gateway running");
 

@@ -238,3 +238,106 @@ fn run_refuses_a_broken_profile() {
         "API must not start"
     );
 }
+
+/// A business-initiated INVITE from the PBX side runs through the whole path: SDP offer
+/// toward Meta built, TLS connect to `meta.connect` (nothing listens there: the sandbox's SIP
+/// edge is not part of `whatsip run` yet), a final failure back to the PBX, the call record
+/// written and the outcome counted.
+#[test]
+fn business_initiated_invite_gets_a_final_answer_and_a_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports {
+        http: free_port(),
+        trunk: free_port(),
+        wa: free_port(),
+        sandbox_http: free_port(),
+        pbx_peer: free_port(),
+    };
+    let profiles = write_profiles(dir.path(), &ports);
+    // Meta's edge: a port with nothing listening.
+    let edge = free_port();
+    let wa = profiles.join("whatsapp.toml");
+    let text = std::fs::read_to_string(&wa).unwrap();
+    std::fs::write(
+        &wa,
+        text.replace("127.0.0.1:5062", &format!("127.0.0.1:{edge}")),
+    )
+    .unwrap();
+    let mut gw = start(dir.path(), &profiles);
+    wait_http(&mut gw, ports.http, "/healthz");
+
+    let pbx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    pbx.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let me = pbx.local_addr().unwrap().port();
+    let sdp = "v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 8 0 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+    let t = ports.trunk;
+    let invite = format!(
+        "INVITE sip:+15551234567@127.0.0.1:{t} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-bi1\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:100@127.0.0.1>;tag=pbx1\r\n\
+         To: <sip:+15551234567@127.0.0.1>\r\n\
+         Call-ID: bi1@pbx\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:100@127.0.0.1:{me}>\r\n\
+         Content-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    pbx.send_to(invite.as_bytes(), ("127.0.0.1", t)).unwrap();
+    let mut buf = [0u8; 65536];
+    let final_response = loop {
+        let (n, _) = pbx.recv_from(&mut buf).expect("answer within 10 s");
+        let r = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(r.starts_with("SIP/2.0 "), "{r}");
+        if !r.starts_with("SIP/2.0 1") {
+            break r;
+        }
+    };
+    let status: u16 = final_response[8..11].parse().unwrap();
+    assert!(status >= 400, "{final_response}");
+    assert!(final_response.contains("bi1@pbx"), "{final_response}");
+    let to_tag = final_response
+        .lines()
+        .find(|l| l.starts_with("To:"))
+        .unwrap()
+        .to_owned();
+    let ack = format!(
+        "ACK sip:+15551234567@127.0.0.1:{t} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-bi1\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:100@127.0.0.1>;tag=pbx1\r\n\
+         {to_tag}\r\n\
+         Call-ID: bi1@pbx\r\n\
+         CSeq: 1 ACK\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    pbx.send_to(ack.as_bytes(), ("127.0.0.1", t)).unwrap();
+
+    // The record and the metrics show the failed business-initiated call (bounded poll: the
+    // recorder writes on its own thread).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let record = loop {
+        let (status, body) = http_get(ports.http, "/records").expect("records answer");
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if let Some(r) = v.as_array().and_then(|a| a.first()).cloned() {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no record within 10 s: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(record["direction"], "business_initiated", "{record}");
+    assert_eq!(record["business_number"], "+15550001111", "{record}");
+    assert_eq!(record["user"], "+15551234567", "{record}");
+    assert_eq!(record["trunk"], "pbx", "{record}");
+    assert_eq!(record["open"], false, "{record}");
+    assert_eq!(record["state"], "Failed", "{record}");
+    let (_, metrics) = http_get(ports.http, "/metrics").unwrap();
+    assert!(
+        metrics
+            .contains("whatsip_calls_total{direction=\"business_initiated\",outcome=\"failed\"} 1"),
+        "{metrics}"
+    );
+    assert!(sigterm(&mut gw).success());
+}
