@@ -689,6 +689,23 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     for t in &cfg.trunks {
         pbx_cfg.udp.extend(t.listen.udp.iter().copied());
         pbx_cfg.tcp.extend(t.listen.tcp.iter().copied());
+        pbx_cfg.tls.extend(t.listen.tls.iter().copied());
+        if let (None, Some((cert, key))) = (&pbx_cfg.tls_server, &t.listen.tls_identity) {
+            let chain = tls::load_certs(cert).map_err(|e| GatewayError::Tls(e.to_string()))?;
+            let key = tls::load_key(key).map_err(|e| GatewayError::Tls(e.to_string()))?;
+            pbx_cfg.tls_server =
+                Some(tls::server_config(chain, key).map_err(|e| GatewayError::Tls(e.to_string()))?);
+        }
+    }
+    if cfg
+        .trunks
+        .iter()
+        .any(|t| t.peer.transport == crate::config::Transport::Tls)
+    {
+        pbx_cfg.tls_client = Some(
+            tls::client_config(&tls::Roots::System)
+                .map_err(|e| GatewayError::Tls(e.to_string()))?,
+        );
     }
     let (pbx_transport, pbx_events) = Transport::bind(pbx_cfg).await?;
     let pbx_local = pbx_transport
@@ -700,16 +717,24 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
 
     // Signalling.
     let prefix = format!("{:08x}", rand::random::<u32>());
-    let wa_ep = Endpoint::new(EndpointConfig::new(
+    let timers = crate::sip::transaction::TimerConfig {
+        t1: cfg.gateway.sip_timers.t1,
+        t2: cfg.gateway.sip_timers.t2,
+        t4: cfg.gateway.sip_timers.t4,
+    };
+    let mut wa_ec = EndpointConfig::new(
         wa.sip.public_host.clone(),
         Some(wa.sip.public_port),
         format!("{prefix}w"),
-    ));
-    let pbx_ep = Endpoint::new(EndpointConfig::new(
+    );
+    wa_ec.timers = timers;
+    let mut pbx_ec = EndpointConfig::new(
         pbx_local.ip().to_string(),
         Some(pbx_local.port()),
         format!("{prefix}p"),
-    ));
+    );
+    pbx_ec.timers = timers;
+    let (wa_ep, pbx_ep) = (Endpoint::new(wa_ec), Endpoint::new(pbx_ec));
     let router = Router::new(
         cfg.clone(),
         wa_ep,
@@ -732,7 +757,16 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         Side {
             transport: pbx_transport,
             events: pbx_events,
-            tls_name: None,
+            tls_name: cfg
+                .trunks
+                .iter()
+                .find(|t| t.peer.transport == crate::config::Transport::Tls)
+                .map(|t| {
+                    t.peer
+                        .tls_server_name
+                        .clone()
+                        .unwrap_or_else(|| t.peer.address.host.clone())
+                }),
         },
         out_tx,
     );
