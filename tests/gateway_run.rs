@@ -204,6 +204,27 @@ fn run_serves_api_and_answers_trunk_options_then_stops_on_sigterm() {
     assert!(resp.starts_with("SIP/2.0 200"), "{resp}");
     assert!(resp.contains("opt1@probe"), "{resp}");
 
+    // SIPp (a real peer) sends OPTIONS over UDP and over TCP: both answered 200.
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp/options.xml");
+    for transport in ["u1", "t1"] {
+        let out = Command::new("sipp")
+            .arg("-sf")
+            .arg(&scenario)
+            .args(["-t", transport, "-i", "127.0.0.1", "-p", "0"])
+            .args(["-m", "1", "-timeout", "10s", "-timeout_error", "-nostdin"])
+            .arg(format!("127.0.0.1:{}", ports.trunk))
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("sipp (sip-tester) installed");
+        assert!(
+            out.status.success(),
+            "sipp OPTIONS over {transport}: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     // SIGTERM: graceful exit, records database left behind.
     let status = sigterm(&mut gw);
     assert!(status.success(), "exit status {status}");
