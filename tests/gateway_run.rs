@@ -253,7 +253,12 @@ fn run_refuses_a_broken_profile() {
         .current_dir(dir.path())
         .output()
         .expect("whatsip runs");
-    assert!(!out.status.success());
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         http_get(ports.http, "/healthz").is_none(),
         "API must not start"
