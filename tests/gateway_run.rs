@@ -367,3 +367,249 @@ fn business_initiated_invite_gets_a_final_answer_and_a_record() {
     );
     assert!(sigterm(&mut gw).success());
 }
+
+/// Reads one SIP message from a stream (headers up to the blank line, then Content-Length
+/// bytes of body), keeping what follows in `buf`.
+fn read_stream_message(s: &mut impl Read, buf: &mut Vec<u8>) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (n, v) = l.split_once(':')?;
+                    (n.eq_ignore_ascii_case("content-length") || n == "l")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                let msg: Vec<u8> = buf.drain(..end + 4 + len).collect();
+                return String::from_utf8_lossy(&msg).into_owned();
+            }
+        }
+        assert!(Instant::now() < deadline, "no complete message within 10 s");
+        let mut chunk = [0u8; 8192];
+        match s.read(&mut chunk) {
+            Ok(0) => panic!("connection closed"),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then_some(v.trim())
+    })
+}
+
+fn body(msg: &str) -> &str {
+    msg.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+}
+
+/// The audio port of an SDP body (`m=audio PORT …`).
+fn audio_port(sdp: &str) -> u16 {
+    sdp.lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|r| r.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no m=audio in {sdp}"))
+}
+
+/// A user-initiated call as Meta places it: TLS to the gateway (certificate issued by the
+/// sandbox CA for `gateway.whatsip.test`), SDES Opus offer; the PBX (a UDP socket) gets a
+/// plain RTP/AVP offer on a port from the trunk's range and answers PCMU; Meta gets 200 with an
+/// RTP/SAVP answer on a port from the WhatsApp range; ACK and BYE cross; the call is recorded
+/// as completed.
+#[test]
+fn user_initiated_call_over_tls_negotiates_sdp_on_both_legs() {
+    use rustls_pki_types::ServerName;
+    let dir = tempfile::tempdir().unwrap();
+    let pbx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    pbx.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let ports = Ports {
+        http: free_port(),
+        trunk: free_port(),
+        wa: free_port(),
+        sandbox_http: free_port(),
+        pbx_peer: pbx.local_addr().unwrap().port(),
+    };
+    let profiles = write_profiles(dir.path(), &ports);
+    let mut gw = start(dir.path(), &profiles);
+    wait_http(&mut gw, ports.http, "/healthz");
+
+    // "Meta": TLS client trusting the sandbox CA the gateway wrote.
+    let roots = whatsip::transport::tls::Roots::CaFile(dir.path().join("var/sandbox/ca.pem"));
+    let client = whatsip::transport::tls::client_config(&roots).unwrap();
+    let conn = rustls::ClientConnection::new(
+        client,
+        ServerName::try_from("gateway.whatsip.test").unwrap(),
+    )
+    .unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", ports.wa)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let me = tcp.local_addr().unwrap();
+    let mut meta = rustls::StreamOwned::new(conn, tcp);
+    let mut mbuf = Vec::new();
+
+    let offer = "v=0\r\no=- 1731000000 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 3480 RTP/SAVP 111 126\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 maxaveragebitrate=20000;maxplaybackrate=16000;minptime=20;sprop-maxcapturerate=16000;useinbandfec=1\r\na=rtpmap:126 telephone-event/8000\r\na=ptime:20\r\na=maxptime:20\r\na=sendrecv\r\na=rtcp-mux\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n";
+    let wa = ports.wa;
+    let req = |method: &str, cseq: u32, branch: &str, to_tag: &str, body: &str| {
+        let ctype = if body.is_empty() {
+            String::new()
+        } else {
+            "Content-Type: application/sdp\r\n".to_owned()
+        };
+        format!(
+            "{method} sip:+15550001111@gateway.whatsip.test:{wa};transport=tls SIP/2.0\r\n\
+             Via: SIP/2.0/TLS {me};branch=z9hG4bK{branch}\r\n\
+             Max-Forwards: 69\r\n\
+             From: \"15551234567\" <sip:+15551234567@wa.meta.vc>;tag=mt\r\n\
+             To: <sip:+15550001111@gateway.whatsip.test>{to_tag}\r\n\
+             Call-ID: outgoing:wacid.GW\r\n\
+             CSeq: {cseq} {method}\r\n\
+             Contact: <sip:+15551234567@{me};transport=tls>\r\n\
+             x-wa-meta-wacid: wacid.GW\r\n\
+             {ctype}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    meta.write_all(req("INVITE", 1, "gw1", "", offer).as_bytes())
+        .unwrap();
+    meta.flush().unwrap();
+
+    // The PBX gets a plain RTP offer on a trunk-range port.
+    let mut buf = [0u8; 65536];
+    let (invite, gw_addr) = loop {
+        let (n, from) = pbx
+            .recv_from(&mut buf)
+            .expect("INVITE at the PBX within 10 s");
+        let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if m.starts_with("INVITE ") {
+            break (m, from);
+        }
+    };
+    let pbx_offer = body(&invite);
+    assert!(pbx_offer.contains("RTP/AVP"), "{pbx_offer}");
+    assert!(!pbx_offer.contains("a=crypto"), "{pbx_offer}");
+    assert!(
+        (30000..=30999).contains(&audio_port(pbx_offer)),
+        "{pbx_offer}"
+    );
+
+    // The PBX answers 200 with PCMU.
+    let pbx_addr = pbx.local_addr().unwrap();
+    let answer = "v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
+    let mut ok = String::from("SIP/2.0 200 OK\r\n");
+    for name in ["Via", "From", "Call-ID", "CSeq"] {
+        for l in invite.lines().filter(|l| {
+            l.split_once(':')
+                .is_some_and(|(n, _)| n.eq_ignore_ascii_case(name))
+        }) {
+            ok += l;
+            ok += "\r\n";
+        }
+    }
+    ok += &format!(
+        "To: {};tag=pbxtag\r\nContact: <sip:100@{pbx_addr}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{answer}",
+        header(&invite, "To").unwrap(),
+        answer.len()
+    );
+    pbx.send_to(ok.as_bytes(), gw_addr).unwrap();
+
+    // Meta gets 200 with an SRTP Opus answer on a WhatsApp-range port.
+    let ok = loop {
+        let m = read_stream_message(&mut meta, &mut mbuf);
+        assert!(
+            m.starts_with("SIP/2.0 1") || m.starts_with("SIP/2.0 200"),
+            "{m}"
+        );
+        if m.starts_with("SIP/2.0 200") {
+            break m;
+        }
+    };
+    let wa_answer = body(&ok);
+    assert!(wa_answer.contains("RTP/SAVP"), "{wa_answer}");
+    assert!(wa_answer.contains("opus/48000/2"), "{wa_answer}");
+    assert!(
+        wa_answer.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"),
+        "{wa_answer}"
+    );
+    assert!(
+        !wa_answer.contains("PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR"),
+        "key echoed"
+    );
+    assert!(
+        (40000..=40999).contains(&audio_port(wa_answer)),
+        "{wa_answer}"
+    );
+    let to_tag = header(&ok, "To")
+        .and_then(|t| t.split_once(";tag="))
+        .map(|(_, t)| format!(";tag={t}"))
+        .expect("tag in 200");
+
+    // ACK from Meta reaches the PBX.
+    meta.write_all(req("ACK", 1, "gw2", &to_tag, "").as_bytes())
+        .unwrap();
+    meta.flush().unwrap();
+    loop {
+        let (n, _) = pbx.recv_from(&mut buf).expect("ACK at the PBX within 10 s");
+        if buf[..n].starts_with(b"ACK ") {
+            break;
+        }
+    }
+    let (_, calls) = http_get(ports.http, "/calls").unwrap();
+    assert!(calls.contains("\"state\":\"Accepted\""), "{calls}");
+
+    // Meta hangs up: BYE to the PBX, 200 back to Meta.
+    meta.write_all(req("BYE", 2, "gw3", &to_tag, "").as_bytes())
+        .unwrap();
+    meta.flush().unwrap();
+    let bye = loop {
+        let (n, from) = pbx.recv_from(&mut buf).expect("BYE at the PBX within 10 s");
+        let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if m.starts_with("BYE ") {
+            break (m, from);
+        }
+    };
+    let mut ok = String::from("SIP/2.0 200 OK\r\n");
+    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+        for l in bye.0.lines().filter(|l| {
+            l.split_once(':')
+                .is_some_and(|(n, _)| n.eq_ignore_ascii_case(name))
+        }) {
+            ok += l;
+            ok += "\r\n";
+        }
+    }
+    ok += "Content-Length: 0\r\n\r\n";
+    pbx.send_to(ok.as_bytes(), bye.1).unwrap();
+    let r = loop {
+        let m = read_stream_message(&mut meta, &mut mbuf);
+        if header(&m, "CSeq").is_some_and(|c| c.ends_with("BYE")) {
+            break m;
+        }
+    };
+    assert!(r.starts_with("SIP/2.0 200"), "{r}");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, records) = http_get(ports.http, "/records").unwrap();
+        if records.contains("\"Completed\"") {
+            assert!(records.contains("\"user_initiated\""), "{records}");
+            assert!(records.contains("wacid.GW"), "{records}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no completed record: {records}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(sigterm(&mut gw).success());
+}
