@@ -180,28 +180,70 @@ impl ChallengeResponder for DigestResponder {
     }
 }
 
-/// Hands out even RTP ports round-robin from a profile's range.
+/// Hands out even RTP ports round-robin from a profile's range, never one still leased by a
+/// live call (the lease returns its port when the call's media helpers are dropped).
+#[derive(Debug, Clone)]
+struct PortPool(Arc<std::sync::Mutex<PoolState>>);
+
 #[derive(Debug)]
-struct PortPool {
+struct PoolState {
     range: PortRange,
     next: u16,
+    used: std::collections::HashSet<u16>,
+}
+
+/// One call's RTP port (RTCP on the next odd port); released on drop.
+#[derive(Debug)]
+struct PortLease {
+    pool: PortPool,
+    port: u16,
+}
+
+impl Drop for PortLease {
+    fn drop(&mut self) {
+        self.pool.lock().used.remove(&self.port);
+    }
 }
 
 impl PortPool {
     fn new(range: PortRange) -> PortPool {
-        PortPool {
+        PortPool(Arc::new(std::sync::Mutex::new(PoolState {
             next: range.start,
             range,
-        }
+            used: Default::default(),
+        })))
     }
 
-    fn take(&mut self) -> u16 {
-        let mut p = self.next + (self.next % 2);
-        if p >= self.range.end || p < self.range.start {
-            p = self.range.start + (self.range.start % 2);
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next free even port, or `None` when every even port of the range is leased.
+    fn take(&self) -> Option<PortLease> {
+        let mut st = self.lock();
+        let first = st.range.start.saturating_add(st.range.start % 2);
+        // RTCP takes the odd port above, which must be in the range too.
+        let last = st.range.end.saturating_sub(1);
+        if first > last {
+            return None;
         }
-        self.next = p.saturating_add(2);
-        p
+        let count = usize::from((last - first) / 2) + 1;
+        let mut p = st.next.saturating_add(st.next % 2);
+        for _ in 0..count {
+            if p > last || p < first {
+                p = first;
+            }
+            if st.used.insert(p) {
+                st.next = p.saturating_add(2);
+                drop(st);
+                return Some(PortLease {
+                    pool: self.clone(),
+                    port: p,
+                });
+            }
+            p = p.saturating_add(2);
+        }
+        None
     }
 }
 
@@ -222,9 +264,22 @@ struct SdpNegotiator {
     pbx_local: LocalMedia,
     /// Our outstanding offer (toward the PBX for user-initiated calls, toward Meta otherwise).
     offer: Option<Offer>,
+    /// The RTP ports in `wa_local` / `pbx_local`, held for the call's lifetime; `None` when
+    /// the range was exhausted (every offer/answer then fails with 503).
+    leases: Option<(PortLease, PortLease)>,
 }
 
 impl SdpNegotiator {
+    fn ports(&self) -> Result<(), MediaError> {
+        match self.leases {
+            Some(_) => Ok(()),
+            None => Err(MediaError {
+                status: 503,
+                text: "no free RTP port".into(),
+            }),
+        }
+    }
+
     fn accept(&self, answer: &[u8]) -> Result<(), MediaError> {
         let offer = self.offer.as_ref().ok_or(MediaError {
             status: 500,
@@ -237,6 +292,7 @@ impl SdpNegotiator {
 
 impl SdpPlane for SdpNegotiator {
     fn pbx_offer(&mut self, wa_offer: &[u8]) -> Result<Bytes, MediaError> {
+        self.ports()?;
         let offer = parse_sdp(wa_offer)?;
         // Fail early (488 to Meta) when we could not answer Meta's offer at all.
         sdp::build_answer(&offer, &self.wa_local).map_err(media_error)?;
@@ -247,6 +303,7 @@ impl SdpPlane for SdpNegotiator {
     }
 
     fn wa_answer(&mut self, wa_offer: &[u8], pbx_answer: &[u8]) -> Result<Bytes, MediaError> {
+        self.ports()?;
         self.accept(pbx_answer)?;
         let (answer, _) =
             sdp::build_answer(&parse_sdp(wa_offer)?, &self.wa_local).map_err(media_error)?;
@@ -254,6 +311,7 @@ impl SdpPlane for SdpNegotiator {
     }
 
     fn wa_offer(&mut self, pbx_offer: &[u8]) -> Result<Bytes, MediaError> {
+        self.ports()?;
         let offer = parse_sdp(pbx_offer)?;
         sdp::build_answer(&offer, &self.pbx_local).map_err(media_error)?;
         let ours = sdp::build_offer(&self.wa_local);
@@ -263,6 +321,7 @@ impl SdpPlane for SdpNegotiator {
     }
 
     fn pbx_answer(&mut self, pbx_offer: &[u8], wa_answer: &[u8]) -> Result<Bytes, MediaError> {
+        self.ports()?;
         self.accept(wa_answer)?;
         let (answer, _) =
             sdp::build_answer(&parse_sdp(pbx_offer)?, &self.pbx_local).map_err(media_error)?;
@@ -325,14 +384,13 @@ fn deps_factory(cfg: Arc<Config>) -> impl FnMut(&CallConfig) -> CallDeps + Send 
             .and_then(|p| p.media.public_address)
             .or_else(|| wa.map(|p| p.sip.listen.ip()))
             .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-        let wa_port = wa
-            .map(|p| {
-                wa_ports
-                    .entry(p.name.clone())
-                    .or_insert_with(|| PortPool::new(p.media.rtp_ports))
-                    .take()
-            })
-            .unwrap_or(0);
+        let wa_lease = wa.and_then(|p| {
+            wa_ports
+                .entry(p.name.clone())
+                .or_insert_with(|| PortPool::new(p.media.rtp_ports))
+                .take()
+        });
+        let wa_port = wa_lease.as_ref().map_or(0, |l| l.port);
         let g711 = number.is_some_and(|n| !n.additional_codecs.is_empty());
         let mut wa_local = LocalMedia::whatsapp(wa_ip, wa_port, g711);
         wa_local.session_id = session;
@@ -340,14 +398,13 @@ fn deps_factory(cfg: Arc<Config>) -> impl FnMut(&CallConfig) -> CallDeps + Send 
             .and_then(|t| t.media.public_address)
             .or_else(|| cc.local_host.parse().ok())
             .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-        let pbx_port = trunk
-            .map(|t| {
-                pbx_ports
-                    .entry(t.name.clone())
-                    .or_insert_with(|| PortPool::new(t.media.rtp_ports))
-                    .take()
-            })
-            .unwrap_or(0);
+        let pbx_lease = trunk.and_then(|t| {
+            pbx_ports
+                .entry(t.name.clone())
+                .or_insert_with(|| PortPool::new(t.media.rtp_ports))
+                .take()
+        });
+        let pbx_port = pbx_lease.as_ref().map_or(0, |l| l.port);
         let codecs = trunk
             .map(|t| pbx_codecs(&t.codecs))
             .unwrap_or_else(|| vec![Codec::pcma(), Codec::pcmu()]);
@@ -358,6 +415,7 @@ fn deps_factory(cfg: Arc<Config>) -> impl FnMut(&CallConfig) -> CallDeps + Send 
                 wa_local,
                 pbx_local,
                 offer: None,
+                leases: wa_lease.zip(pbx_lease),
             }),
             wa_auth,
             pbx_auth,
@@ -808,10 +866,18 @@ mod tests {
 
     fn negotiator(wa_port: u16, pbx_port: u16) -> SdpNegotiator {
         let lo = IpAddr::from([127, 0, 0, 1]);
+        let lease = |port| {
+            PortPool::new(PortRange {
+                start: port,
+                end: port + 1,
+            })
+            .take()
+        };
         SdpNegotiator {
             wa_local: LocalMedia::whatsapp(lo, wa_port, true),
             pbx_local: LocalMedia::pbx(lo, pbx_port, vec![Codec::pcmu(), Codec::pcma()]),
             offer: None,
+            leases: lease(wa_port).zip(lease(pbx_port)),
         }
     }
 
@@ -862,7 +928,7 @@ mod tests {
             "our preference (PCMU first), with the PBX's PT number"
         );
         // An answer without our offer, or garbage, is a SIP failure, not a panic.
-        let mut fresh = negotiator(1, 1);
+        let mut fresh = negotiator(40004, 30004);
         assert_eq!(
             fresh
                 .pbx_answer(pbx_offer.as_bytes(), b"v=0")
@@ -874,13 +940,24 @@ mod tests {
     }
 
     #[test]
-    fn rtp_ports_are_even_and_stay_in_range() {
-        let mut p = PortPool::new(PortRange {
+    fn rtp_ports_are_even_leased_and_returned() {
+        let pool = PortPool::new(PortRange {
             start: 30001,
             end: 30006,
         });
-        let got: Vec<u16> = (0..4).map(|_| p.take()).collect();
-        assert_eq!(got, vec![30002, 30004, 30002, 30004]);
+        let a = pool.take().unwrap();
+        let b = pool.take().unwrap();
+        assert_eq!((a.port, b.port), (30002, 30004));
+        assert!(pool.take().is_none(), "range exhausted");
+        drop(a);
+        let c = pool.take().unwrap();
+        assert_eq!(c.port, 30002);
+        drop(b);
+        assert_eq!(pool.take().unwrap().port, 30004);
+        // Without ports a call's SDP fails with 503 instead of offering port 0.
+        let mut n = negotiator(40010, 30010);
+        n.leases = None;
+        assert_eq!(n.pbx_offer(META_OFFER.as_bytes()).unwrap_err().status, 503);
     }
 
     #[test]
