@@ -9,6 +9,7 @@ pub mod api;
 pub mod call;
 pub mod cli;
 pub mod config;
+pub mod gateway;
 pub mod media;
 pub mod metrics;
 pub mod redact;

@@ -26,6 +26,30 @@ fn block_on<F: std::future::Future<Output = i32>>(f: F) -> ExitCode {
     }
 }
 
+/// Resolves on SIGINT or SIGTERM (SIGINT only where SIGTERM does not exist).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                eprintln!("warning: cannot watch SIGTERM ({e}); only SIGINT stops the gateway");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -38,9 +62,17 @@ fn main() -> ExitCode {
         },
         Command::Run { profiles } => match config::load_or_report(&profiles) {
             Ok(cfg) => {
+                init_tracing();
                 eprintln!("{}", cfg.summary());
-                eprintln!("the gateway runtime is not wired yet");
-                ExitCode::from(2)
+                block_on(async move {
+                    match whatsip::gateway::run(cfg, shutdown_signal()).await {
+                        Ok(()) => 0,
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            1
+                        }
+                    }
+                })
             }
             Err(code) => code,
         },

@@ -1,0 +1,981 @@
+//! Start-up glue of `whatsip run`: opens the call-record store, serves the HTTP API, starts the
+//! in-process sandbox when the WhatsApp profile asks for it, obtains the TLS identity, binds the
+//! WhatsApp TLS and trunk UDP/TCP transports, and runs the call [`Runtime`] with real adapters
+//! (digest responders, SDP offer/answer on `media::sdp`, record/registry consumer) until
+//! `shutdown` resolves.
+//!
+//! Guarantees: nothing is started unless every listener binds; on shutdown the signalling task
+//! stops first, then every queued record is flushed (bounded wait) before `run` returns.
+//! Media is negotiated (SDP with RTP ports from the profiles' ranges) but not relayed yet.
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use tokio::sync::{mpsc, watch};
+
+use crate::api::{self, ActiveCall, ApiState, NewCall, Readiness};
+use crate::call::router::{CallKey, Output, Router};
+use crate::call::runtime::{Runtime, Side};
+use crate::call::state::{
+    CallConfig, CallDeps, CallState, ChallengeResponder, Direction, MediaError, Permission,
+    RecordUpdate, SdpPlane,
+};
+use crate::config::{Config, PortRange, TlsIdentity, TrunkCodec};
+use crate::media::sdp::{self, AudioSession, Codec, LocalMedia, Offer};
+use crate::sip::auth::{DigestClient, RandomCnonce, meta_client};
+use crate::sip::endpoint::{Endpoint, EndpointConfig};
+use crate::store::{self, Recorder, StoreConfig, Timestamp};
+use crate::transport::{self, Transport, tls};
+use crate::whatsapp::errors::MetaCode;
+use crate::whatsapp::graph;
+
+/// Folder of the sandbox CA (`ca.pem`, `ca.key`), shared with the sandbox's own CA code.
+pub const SANDBOX_DIR: &str = "var/sandbox";
+const SANDBOX_CA_NAME: &str = "whatsip sandbox CA";
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    #[error("config: {0}")]
+    Config(String),
+    #[error("call records: {0}")]
+    Store(#[from] store::StoreError),
+    #[error("HTTP API: {0}")]
+    Api(#[from] api::ApiError),
+    #[error("TLS identity: {0}")]
+    Tls(String),
+    #[error("SIP transport: {0}")]
+    Transport(#[from] transport::TransportError),
+    #[error("sandbox: {0}")]
+    Sandbox(String),
+}
+
+/// The gateway's certificate chain and key.
+pub struct TlsCert {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl std::fmt::Debug for TlsCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsCert")
+            .field("chain", &self.chain.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn ca_params() -> Result<CertificateParams, rcgen::Error> {
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, SANDBOX_CA_NAME);
+    dn.push(DnType::OrganizationName, "whatsip sandbox");
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(p)
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)?.write_all(text.as_bytes())
+}
+
+/// For `tls.mode = "sandbox"`: a certificate for `host` signed by the sandbox CA in `dir`
+/// (`ca.pem` + `ca.key`, the layout of the sandbox's CA; both created when either is missing,
+/// otherwise reused so earlier processes keep trusting it). Returns the chain (leaf, CA) and
+/// the leaf key as PEM.
+pub fn tls_identity(dir: &Path, host: &str) -> Result<(String, String), GatewayError> {
+    let err = |e: &dyn std::fmt::Display| GatewayError::Tls(e.to_string());
+    let cert_path = dir.join("ca.pem");
+    let key_path = dir.join("ca.key");
+    let (ca_pem, ca_key) = if cert_path.is_file() && key_path.is_file() {
+        let pem = std::fs::read_to_string(&cert_path).map_err(|e| err(&e))?;
+        let key_pem = std::fs::read_to_string(&key_path).map_err(|e| err(&e))?;
+        (pem, KeyPair::from_pem(&key_pem).map_err(|e| err(&e))?)
+    } else {
+        std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
+        let key = KeyPair::generate().map_err(|e| err(&e))?;
+        let cert = ca_params()
+            .and_then(|p| p.self_signed(&key))
+            .map_err(|e| err(&e))?;
+        write_private(&key_path, &key.serialize_pem()).map_err(|e| err(&e))?;
+        std::fs::write(&cert_path, cert.pem()).map_err(|e| err(&e))?;
+        tracing::info!(path = %cert_path.display(), "sandbox CA created");
+        (cert.pem(), key)
+    };
+    let mut p = CertificateParams::new(vec![host.to_string()]).map_err(|e| err(&e))?;
+    p.distinguished_name.push(DnType::CommonName, host);
+    p.use_authority_key_identifier_extension = true;
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    p.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let leaf_key = KeyPair::generate().map_err(|e| err(&e))?;
+    let issuer = Issuer::new(ca_params().map_err(|e| err(&e))?, &ca_key);
+    let leaf = p.signed_by(&leaf_key, &issuer).map_err(|e| err(&e))?;
+    Ok((
+        format!("{}{}", leaf.pem(), ca_pem),
+        leaf_key.serialize_pem(),
+    ))
+}
+
+fn parse_identity(chain_pem: &str, key_pem: &str) -> Result<TlsCert, GatewayError> {
+    let chain = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| GatewayError::Tls(e.to_string()))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| GatewayError::Tls(e.to_string()))?;
+    Ok(TlsCert { chain, key })
+}
+
+/// Answers 401/407 with a digest client (Meta's or the trunk's `outbound_auth`).
+struct DigestResponder(DigestClient);
+
+impl ChallengeResponder for DigestResponder {
+    fn respond(
+        &mut self,
+        challenges: &[&str],
+        method: &str,
+        request_uri: &str,
+        previous: Option<&str>,
+    ) -> Option<String> {
+        match self.0.respond(
+            challenges.iter().copied(),
+            method,
+            request_uri,
+            previous,
+            &mut RandomCnonce,
+        ) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot answer the digest challenge");
+                None
+            }
+        }
+    }
+}
+
+/// Hands out even RTP ports round-robin from a profile's range, never one still leased by a
+/// live call (the lease returns its port when the call's media helpers are dropped).
+#[derive(Debug, Clone)]
+struct PortPool(Arc<std::sync::Mutex<PoolState>>);
+
+#[derive(Debug)]
+struct PoolState {
+    range: PortRange,
+    next: u16,
+    used: std::collections::HashSet<u16>,
+}
+
+/// One call's RTP port (RTCP on the next odd port); released on drop.
+#[derive(Debug)]
+struct PortLease {
+    pool: PortPool,
+    port: u16,
+}
+
+impl Drop for PortLease {
+    fn drop(&mut self) {
+        self.pool.lock().used.remove(&self.port);
+    }
+}
+
+impl PortPool {
+    fn new(range: PortRange) -> PortPool {
+        PortPool(Arc::new(std::sync::Mutex::new(PoolState {
+            next: range.start,
+            range,
+            used: Default::default(),
+        })))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next free even port, or `None` when every even port of the range is leased.
+    fn take(&self) -> Option<PortLease> {
+        let mut st = self.lock();
+        let first = st.range.start.saturating_add(st.range.start % 2);
+        // RTCP takes the odd port above, which must be in the range too.
+        let last = st.range.end.saturating_sub(1);
+        if first > last {
+            return None;
+        }
+        let count = usize::from((last - first) / 2) + 1;
+        let mut p = st.next.saturating_add(st.next % 2);
+        for _ in 0..count {
+            if p > last || p < first {
+                p = first;
+            }
+            if st.used.insert(p) {
+                st.next = p.saturating_add(2);
+                drop(st);
+                return Some(PortLease {
+                    pool: self.clone(),
+                    port: p,
+                });
+            }
+            p = p.saturating_add(2);
+        }
+        None
+    }
+}
+
+fn media_error(e: sdp::SdpError) -> MediaError {
+    MediaError {
+        status: e.sip_status(),
+        text: e.to_string(),
+    }
+}
+
+fn parse_sdp(body: &[u8]) -> Result<AudioSession, MediaError> {
+    AudioSession::parse(body).map_err(media_error)
+}
+
+/// RFC 3264 offer/answer on both legs with `media::sdp`; one instance per call.
+struct SdpNegotiator {
+    wa_local: LocalMedia,
+    pbx_local: LocalMedia,
+    /// Our outstanding offer (toward the PBX for user-initiated calls, toward Meta otherwise).
+    offer: Option<Offer>,
+    /// The RTP ports in `wa_local` / `pbx_local`, held for the call's lifetime; `None` when
+    /// the range was exhausted (every offer/answer then fails with 503).
+    leases: Option<(PortLease, PortLease)>,
+}
+
+impl SdpNegotiator {
+    fn ports(&self) -> Result<(), MediaError> {
+        match self.leases {
+            Some(_) => Ok(()),
+            None => Err(MediaError {
+                status: 503,
+                text: "no free RTP port".into(),
+            }),
+        }
+    }
+
+    fn accept(&self, answer: &[u8]) -> Result<(), MediaError> {
+        let offer = self.offer.as_ref().ok_or(MediaError {
+            status: 500,
+            text: "answer without our offer".into(),
+        })?;
+        sdp::accept_answer(offer, &parse_sdp(answer)?).map_err(media_error)?;
+        Ok(())
+    }
+}
+
+impl SdpPlane for SdpNegotiator {
+    fn pbx_offer(&mut self, wa_offer: &[u8]) -> Result<Bytes, MediaError> {
+        self.ports()?;
+        let offer = parse_sdp(wa_offer)?;
+        // Fail early (488 to Meta) when we could not answer Meta's offer at all.
+        sdp::build_answer(&offer, &self.wa_local).map_err(media_error)?;
+        let ours = sdp::build_offer(&self.pbx_local);
+        let text = ours.sdp.to_sdp();
+        self.offer = Some(ours);
+        Ok(Bytes::from(text))
+    }
+
+    fn wa_answer(&mut self, wa_offer: &[u8], pbx_answer: &[u8]) -> Result<Bytes, MediaError> {
+        self.ports()?;
+        self.accept(pbx_answer)?;
+        let (answer, _) =
+            sdp::build_answer(&parse_sdp(wa_offer)?, &self.wa_local).map_err(media_error)?;
+        Ok(Bytes::from(answer.to_sdp()))
+    }
+
+    fn wa_offer(&mut self, pbx_offer: &[u8]) -> Result<Bytes, MediaError> {
+        self.ports()?;
+        let offer = parse_sdp(pbx_offer)?;
+        sdp::build_answer(&offer, &self.pbx_local).map_err(media_error)?;
+        let ours = sdp::build_offer(&self.wa_local);
+        let text = ours.sdp.to_sdp();
+        self.offer = Some(ours);
+        Ok(Bytes::from(text))
+    }
+
+    fn pbx_answer(&mut self, pbx_offer: &[u8], wa_answer: &[u8]) -> Result<Bytes, MediaError> {
+        self.ports()?;
+        self.accept(wa_answer)?;
+        let (answer, _) =
+            sdp::build_answer(&parse_sdp(pbx_offer)?, &self.pbx_local).map_err(media_error)?;
+        Ok(Bytes::from(answer.to_sdp()))
+    }
+}
+
+fn pbx_codecs(codecs: &[TrunkCodec]) -> Vec<Codec> {
+    codecs
+        .iter()
+        .filter_map(|c| match c {
+            TrunkCodec::Opus => Some(Codec::opus(111)),
+            TrunkCodec::PCMU => Some(Codec::pcmu()),
+            TrunkCodec::PCMA => Some(Codec::pcma()),
+            TrunkCodec::TelephoneEvent => None,
+        })
+        .collect()
+}
+
+/// Builds each call's media and auth helpers from the profiles.
+fn deps_factory(cfg: Arc<Config>) -> impl FnMut(&CallConfig) -> CallDeps + Send {
+    let mut wa_ports: HashMap<String, PortPool> = HashMap::new();
+    let mut pbx_ports: HashMap<String, PortPool> = HashMap::new();
+    let mut session: u64 = 0;
+    move |cc: &CallConfig| {
+        session += 1;
+        let wa = cfg
+            .whatsapp
+            .iter()
+            .find(|p| p.numbers.iter().any(|n| n.e164 == cc.business));
+        let number = wa.and_then(|p| p.numbers.iter().find(|n| n.e164 == cc.business));
+        let trunk = number.and_then(|n| cfg.trunks.iter().find(|t| t.name == n.trunk));
+        let wa_auth = number.and_then(|n| match n.sip_password.resolve() {
+            Ok(pw) => match meta_client(&n.e164, pw.expose()) {
+                Ok(c) => Some(Box::new(DigestResponder(c)) as Box<dyn ChallengeResponder>),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot build Meta's digest client");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "business number's SIP password unavailable");
+                None
+            }
+        });
+        let pbx_auth =
+            trunk
+                .and_then(|t| t.outbound_auth.as_ref())
+                .and_then(|a| match a.password.resolve() {
+                    Ok(pw) => Some(Box::new(DigestResponder(DigestClient::new(
+                        a.username.clone(),
+                        pw.expose(),
+                    ))) as Box<dyn ChallengeResponder>),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "trunk outbound_auth password unavailable");
+                        None
+                    }
+                });
+        let wa_ip: IpAddr = wa
+            .and_then(|p| p.media.public_address)
+            .or_else(|| wa.map(|p| p.sip.listen.ip()))
+            .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        let wa_lease = wa.and_then(|p| {
+            wa_ports
+                .entry(p.name.clone())
+                .or_insert_with(|| PortPool::new(p.media.rtp_ports))
+                .take()
+        });
+        let wa_port = wa_lease.as_ref().map_or(0, |l| l.port);
+        let g711 = number.is_some_and(|n| !n.additional_codecs.is_empty());
+        let mut wa_local = LocalMedia::whatsapp(wa_ip, wa_port, g711);
+        wa_local.session_id = session;
+        let pbx_ip: IpAddr = trunk
+            .and_then(|t| t.media.public_address)
+            .or_else(|| cc.local_host.parse().ok())
+            .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        let pbx_lease = trunk.and_then(|t| {
+            pbx_ports
+                .entry(t.name.clone())
+                .or_insert_with(|| PortPool::new(t.media.rtp_ports))
+                .take()
+        });
+        let pbx_port = pbx_lease.as_ref().map_or(0, |l| l.port);
+        let codecs = trunk
+            .map(|t| pbx_codecs(&t.codecs))
+            .unwrap_or_else(|| vec![Codec::pcma(), Codec::pcmu()]);
+        let mut pbx_local = LocalMedia::pbx(pbx_ip, pbx_port, codecs);
+        pbx_local.session_id = session;
+        CallDeps {
+            sdp: Box::new(SdpNegotiator {
+                wa_local,
+                pbx_local,
+                offer: None,
+                leases: wa_lease.zip(pbx_lease),
+            }),
+            wa_auth,
+            pbx_auth,
+        }
+    }
+}
+
+/// How long a Graph permission answer is trusted.
+const PERMISSION_TTL: Duration = Duration::from_secs(60);
+
+/// The router's synchronous [`PermissionLookup`](crate::call::router::PermissionLookup) over
+/// Graph's `call_permissions`: answers from a cache only; a miss (or a stale entry) answers
+/// `Unknown` (the INVITE goes to Meta, which decides) and starts one background lookup that
+/// fills the cache for the next call to that user.
+/// (business, user) → when Graph answered, and what.
+type KnownPermissions = HashMap<(String, String), (std::time::Instant, Permission)>;
+
+struct GraphPermissions {
+    lookups: HashMap<String, Arc<graph::permissions::PermissionLookup>>,
+    known: Arc<std::sync::Mutex<KnownPermissions>>,
+    pending: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
+}
+
+impl GraphPermissions {
+    /// One Graph client per business number whose profile's token resolves; numbers without
+    /// one always answer `Unknown`.
+    fn new(cfg: &Config) -> GraphPermissions {
+        let mut lookups = HashMap::new();
+        for p in &cfg.whatsapp {
+            let token = match p.graph.token.resolve() {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(profile = %p.name, error = %e, "no Graph token: permission lookups off");
+                    continue;
+                }
+            };
+            for n in &p.numbers {
+                let target = graph::GraphTarget {
+                    base_url: p.graph.base_url.clone(),
+                    api_version: p.graph.api_version.clone(),
+                    token: graph::Token::new(token.expose()),
+                    phone_number_id: n.phone_number_id.clone(),
+                    timeout: Duration::from_secs(u64::from(p.graph.timeout_s.max(1))),
+                    retry: graph::RetryPolicy {
+                        retries: p.graph.retries,
+                        ..graph::RetryPolicy::default()
+                    },
+                };
+                match graph::GraphClient::new(target) {
+                    Ok(c) => {
+                        lookups.insert(
+                            n.e164.clone(),
+                            Arc::new(graph::permissions::PermissionLookup::new(
+                                c,
+                                PERMISSION_TTL,
+                                5,
+                            )),
+                        );
+                    }
+                    Err(e) => tracing::warn!(error = %e, "Graph client: permission lookups off"),
+                }
+            }
+        }
+        GraphPermissions {
+            lookups,
+            known: Arc::default(),
+            pending: Arc::default(),
+        }
+    }
+
+    fn lookup(&mut self, business: &str, user: &str) -> Permission {
+        let key = (business.to_owned(), user.to_owned());
+        let now = std::time::Instant::now();
+        if let Some((at, p)) = self.lock_known().get(&key)
+            && now.saturating_duration_since(*at) < PERMISSION_TTL
+        {
+            return *p;
+        }
+        let (Some(lookup), Ok(uid)) = (
+            self.lookups.get(business).cloned(),
+            graph::permissions::UserId::parse(user),
+        ) else {
+            return Permission::Unknown;
+        };
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return Permission::Unknown;
+        };
+        if !self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone())
+        {
+            return Permission::Unknown;
+        }
+        let (known, pending) = (self.known.clone(), self.pending.clone());
+        handle.spawn(async move {
+            let verdict = match lookup.authorize_call(&uid).await {
+                Ok(()) => Some(Permission::Allowed),
+                Err(graph::GraphError::Refused {
+                    code: MetaCode::NoCallPermission,
+                    ..
+                }) => Some(Permission::NoPermission),
+                Err(e) => {
+                    tracing::debug!(error = %e, "permission lookup: Meta decides");
+                    None
+                }
+            };
+            if let Some(v) = verdict {
+                known
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key.clone(), (std::time::Instant::now(), v));
+            }
+            pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+        });
+        Permission::Unknown
+    }
+
+    fn lock_known(&self) -> std::sync::MutexGuard<'_, KnownPermissions> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn store_state(s: &CallState) -> store::CallState {
+    match s {
+        CallState::Connecting => store::CallState::Connecting,
+        CallState::Ringing => store::CallState::Ringing,
+        CallState::PreAccepted => store::CallState::PreAccepted,
+        CallState::Accepted => store::CallState::Accepted,
+        CallState::Completed(_) => store::CallState::Completed,
+        CallState::Rejected(_) => store::CallState::Rejected,
+        CallState::Failed(_) => store::CallState::Failed,
+    }
+}
+
+/// Applies the router's record and state outputs to the registry (API, metrics) and the
+/// recorder. Media actions are logged: the relay is not wired yet.
+async fn consume_outputs(
+    mut rx: mpsc::Receiver<Output>,
+    registry: api::CallRegistry,
+    recorder: Recorder,
+    prefix: String,
+    cfg: Arc<Config>,
+) -> Recorder {
+    let mut calls: HashMap<CallKey, Arc<ActiveCall>> = HashMap::new();
+    while let Some(o) = rx.recv().await {
+        match o {
+            Output::Record(
+                k,
+                RecordUpdate::Started {
+                    direction,
+                    business,
+                    user,
+                    wacid,
+                    ..
+                },
+            ) => {
+                let dir = match direction {
+                    Direction::UserInitiated => store::Direction::UserInitiated,
+                    Direction::BusinessInitiated => store::Direction::BusinessInitiated,
+                };
+                let mut nc = NewCall::new(
+                    format!("{prefix}-{}", k.0),
+                    dir,
+                    business,
+                    user,
+                    Timestamp::now(),
+                );
+                nc.wacid = wacid;
+                nc.trunk = cfg
+                    .whatsapp
+                    .iter()
+                    .flat_map(|p| p.numbers.iter())
+                    .find(|n| n.e164 == nc.business_number)
+                    .map(|n| n.trunk.clone());
+                let call = registry.insert(nc);
+                recorder.start(call.to_record());
+                calls.insert(k, call);
+            }
+            Output::Record(_, RecordUpdate::Answered { .. }) => {}
+            Output::Record(k, RecordUpdate::Ended { state, wacid, .. }) => {
+                if let Some(call) = calls.remove(&k) {
+                    if wacid.is_some() {
+                        call.update(|i| i.wacid = wacid);
+                    }
+                    let s = store_state(&state);
+                    registry.finish(&call.id, s);
+                    recorder.finish(call.final_record(s, None, Timestamp::now()));
+                }
+            }
+            Output::State(k, state) => {
+                if let Some(call) = calls.get(&k)
+                    && !state.is_terminal()
+                {
+                    let u = call.transition(store_state(&state), Timestamp::now());
+                    recorder.update(&call.id, u);
+                }
+            }
+            Output::Media(k, action) => {
+                tracing::debug!(call = k.0, ?action, "media action (relay not wired yet)");
+            }
+        }
+    }
+    recorder
+}
+
+/// Where the in-process sandbox serves HTTP: `graph.base_url` when it is a loopback
+/// `http://ip:port` (so Graph requests reach the twin), else the fixed sandbox address.
+fn sandbox_http_addr(base_url: &str) -> SocketAddr {
+    base_url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|h| h.parse::<SocketAddr>().ok())
+        .filter(|a| a.ip().is_loopback())
+        .unwrap_or(crate::config::SANDBOX_HTTP_ADDR)
+}
+
+/// Runs the gateway until `shutdown` resolves, then stops accepting calls and drains the
+/// recorder.
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), GatewayError> {
+    let cfg = Arc::new(cfg);
+    let wa = cfg
+        .whatsapp
+        .first()
+        .ok_or_else(|| GatewayError::Config("no whatsapp profile".into()))?;
+    if cfg.whatsapp.len() > 1 {
+        return Err(GatewayError::Config(
+            "more than one whatsapp profile is not supported yet".into(),
+        ));
+    }
+
+    // Call records.
+    let (recorder, writer) = Recorder::open(&StoreConfig {
+        path: cfg.gateway.records_db.clone(),
+        queue: Recorder::DEFAULT_CAPACITY,
+    })?;
+
+    // HTTP API.
+    let state =
+        ApiState::new().with_records(cfg.gateway.records_db.clone(), Some(recorder.monitor()));
+    let health = state.health.clone();
+    let registry = state.calls.clone();
+    for c in ["records", "sip_whatsapp", "sip_trunks"] {
+        health.set_component(c, Readiness::Starting);
+    }
+    health.set_component("records", Readiness::Ready);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut api_stop = stop_rx.clone();
+    let (api_task, api_addr) =
+        api::serve_with_shutdown(cfg.gateway.http_listen, state, async move {
+            let _ = api_stop.wait_for(|s| *s).await;
+        })
+        .await?;
+    tracing::info!(addr = %api_addr, "HTTP API up");
+
+    // In-process sandbox (Graph/HTTP twin).
+    let mut sandbox_task = None;
+    if wa.meta.sandbox {
+        let addr = sandbox_http_addr(&wa.graph.base_url);
+        let token = match wa.graph.token.resolve() {
+            Ok(t) => t.expose().to_owned(),
+            Err(e) => return Err(GatewayError::Sandbox(e.to_string())),
+        };
+        let sstate = crate::sandbox::SandboxState::new(crate::sandbox::SandboxOptions {
+            gateway_host: wa.sip.public_host.clone(),
+            gateway_port: wa.sip.public_port,
+            token,
+            ..Default::default()
+        });
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| GatewayError::Sandbox(format!("cannot listen on {addr}: {e}")))?;
+        let app = crate::sandbox::http_router(sstate);
+        let mut sb_stop = stop_rx.clone();
+        sandbox_task = Some(tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = sb_stop.wait_for(|s| *s).await;
+                })
+                .await
+        }));
+        health.set_component("sandbox", Readiness::Ready);
+        tracing::info!(%addr, "sandbox HTTP (Graph twin + control) up");
+    }
+
+    // TLS identity and the WhatsApp-side transport.
+    let cert = match &wa.tls {
+        TlsIdentity::Files {
+            cert_chain,
+            private_key,
+        } => TlsCert {
+            chain: tls::load_certs(cert_chain).map_err(|e| GatewayError::Tls(e.to_string()))?,
+            key: tls::load_key(private_key).map_err(|e| GatewayError::Tls(e.to_string()))?,
+        },
+        TlsIdentity::SandboxIssued => {
+            let dir = wa
+                .meta
+                .ca_file
+                .as_deref()
+                .and_then(Path::parent)
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from(SANDBOX_DIR));
+            let (chain, key) = tls_identity(&dir, &wa.sip.public_host)?;
+            parse_identity(&chain, &key)?
+        }
+    };
+    let server =
+        tls::server_config(cert.chain, cert.key).map_err(|e| GatewayError::Tls(e.to_string()))?;
+    let roots = match &wa.meta.ca_file {
+        Some(p) => tls::Roots::CaFile(p.clone()),
+        None => tls::Roots::System,
+    };
+    let client = tls::client_config(&roots).map_err(|e| GatewayError::Tls(e.to_string()))?;
+    let (wa_transport, wa_events) = Transport::bind(transport::Config {
+        tls: vec![wa.sip.listen],
+        tls_server: Some(server),
+        tls_client: Some(client),
+        ..Default::default()
+    })
+    .await?;
+    health.set_component("sip_whatsapp", Readiness::Ready);
+
+    // Trunk transports (all trunks share the PBX-side transport).
+    let mut pbx_cfg = transport::Config::default();
+    for t in &cfg.trunks {
+        pbx_cfg.udp.extend(t.listen.udp.iter().copied());
+        pbx_cfg.tcp.extend(t.listen.tcp.iter().copied());
+        pbx_cfg.tls.extend(t.listen.tls.iter().copied());
+        if let (None, Some((cert, key))) = (&pbx_cfg.tls_server, &t.listen.tls_identity) {
+            let chain = tls::load_certs(cert).map_err(|e| GatewayError::Tls(e.to_string()))?;
+            let key = tls::load_key(key).map_err(|e| GatewayError::Tls(e.to_string()))?;
+            pbx_cfg.tls_server =
+                Some(tls::server_config(chain, key).map_err(|e| GatewayError::Tls(e.to_string()))?);
+        }
+    }
+    if cfg
+        .trunks
+        .iter()
+        .any(|t| t.peer.transport == crate::config::Transport::Tls)
+    {
+        pbx_cfg.tls_client = Some(
+            tls::client_config(&tls::Roots::System)
+                .map_err(|e| GatewayError::Tls(e.to_string()))?,
+        );
+    }
+    let (pbx_transport, pbx_events) = Transport::bind(pbx_cfg).await?;
+    let pbx_local = pbx_transport
+        .local_addrs()
+        .first()
+        .map(|(_, a)| *a)
+        .ok_or_else(|| GatewayError::Config("no trunk listen address".into()))?;
+    health.set_component("sip_trunks", Readiness::Ready);
+
+    // Signalling.
+    let prefix = format!("{:08x}", rand::random::<u32>());
+    let timers = crate::sip::transaction::TimerConfig {
+        t1: cfg.gateway.sip_timers.t1,
+        t2: cfg.gateway.sip_timers.t2,
+        t4: cfg.gateway.sip_timers.t4,
+    };
+    let mut wa_ec = EndpointConfig::new(
+        wa.sip.public_host.clone(),
+        Some(wa.sip.public_port),
+        format!("{prefix}w"),
+    );
+    wa_ec.timers = timers;
+    let mut pbx_ec = EndpointConfig::new(
+        pbx_local.ip().to_string(),
+        Some(pbx_local.port()),
+        format!("{prefix}p"),
+    );
+    pbx_ec.timers = timers;
+    let (wa_ep, pbx_ep) = (Endpoint::new(wa_ec), Endpoint::new(pbx_ec));
+    let router = Router::new(
+        cfg.clone(),
+        wa_ep,
+        pbx_ep,
+        Box::new(deps_factory(cfg.clone())),
+        {
+            let mut perms = GraphPermissions::new(&cfg);
+            Box::new(move |b: &str, u: &str| perms.lookup(b, u))
+        },
+        prefix.clone(),
+    );
+    let (out_tx, out_rx) = mpsc::channel(1024);
+    let runtime = Runtime::new(
+        router,
+        Side {
+            transport: wa_transport,
+            events: wa_events,
+            tls_name: Some(wa.meta.edge_host.clone()),
+        },
+        Side {
+            transport: pbx_transport,
+            events: pbx_events,
+            tls_name: cfg
+                .trunks
+                .iter()
+                .find(|t| t.peer.transport == crate::config::Transport::Tls)
+                .map(|t| {
+                    t.peer
+                        .tls_server_name
+                        .clone()
+                        .unwrap_or_else(|| t.peer.address.host.clone())
+                }),
+        },
+        out_tx,
+    );
+    let consumer = tokio::spawn(consume_outputs(
+        out_rx,
+        registry,
+        recorder,
+        prefix,
+        cfg.clone(),
+    ));
+    let sig_task = tokio::spawn(runtime.run(stop_rx.clone()));
+    tracing::info!("gateway running");
+
+    shutdown.await;
+    tracing::info!("shutting down: no new calls; draining records");
+    let _ = stop_tx.send(true);
+    let _ = sig_task.await;
+    // The runtime (and its output sender) is gone: the consumer ends after the last output.
+    let recorder = consumer.await.ok();
+    if let Some(r) = &recorder
+        && !r.flush(Duration::from_secs(5))
+    {
+        tracing::warn!("call records not flushed within 5 s");
+    }
+    drop(recorder);
+    let _ = tokio::task::spawn_blocking(move || writer.join_timeout(Duration::from_secs(5))).await;
+    let _ = api_task.await;
+    if let Some(t) = sandbox_task {
+        let _ = t.await;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const META_OFFER: &str = "v=0\r\no=- 1731000000 1 IN IP4 157.240.19.130\r\ns=-\r\nc=IN IP4 157.240.19.130\r\nt=0 0\r\nm=audio 3480 RTP/SAVP 111 126\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:126 telephone-event/8000\r\na=ptime:20\r\na=sendrecv\r\na=rtcp-mux\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n";
+
+    fn negotiator(wa_port: u16, pbx_port: u16) -> SdpNegotiator {
+        let lo = IpAddr::from([127, 0, 0, 1]);
+        let lease = |port| {
+            PortPool::new(PortRange {
+                start: port,
+                end: port + 1,
+            })
+            .take()
+        };
+        SdpNegotiator {
+            wa_local: LocalMedia::whatsapp(lo, wa_port, true),
+            pbx_local: LocalMedia::pbx(lo, pbx_port, vec![Codec::pcmu(), Codec::pcma()]),
+            offer: None,
+            leases: lease(wa_port).zip(lease(pbx_port)),
+        }
+    }
+
+    #[test]
+    fn user_initiated_sdp_is_negotiated_on_both_legs() {
+        let mut n = negotiator(40000, 30000);
+        let pbx_offer = n.pbx_offer(META_OFFER.as_bytes()).unwrap();
+        let ours = AudioSession::parse(&pbx_offer).unwrap();
+        assert_eq!(ours.port, 30000);
+        assert_eq!(ours.proto.as_str(), "RTP/AVP");
+        assert!(ours.crypto.is_empty());
+        // The PBX answers PCMU from its own address.
+        let pbx_answer = "v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
+        let wa_answer = n
+            .wa_answer(META_OFFER.as_bytes(), pbx_answer.as_bytes())
+            .unwrap();
+        let a = AudioSession::parse(&wa_answer).unwrap();
+        assert_eq!(a.port, 40000);
+        assert_eq!(a.proto.as_str(), "RTP/SAVP");
+        assert!(
+            a.codecs
+                .iter()
+                .any(|c| c.is("opus") && c.payload_type == 111)
+        );
+        assert_eq!(a.crypto.len(), 1);
+        assert!(a.rtcp_mux);
+    }
+
+    #[test]
+    fn business_initiated_sdp_and_bad_answers() {
+        let mut n = negotiator(40002, 30002);
+        let pbx_offer = "v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 8 0 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+        let wa_offer = n.wa_offer(pbx_offer.as_bytes()).unwrap();
+        let o = AudioSession::parse(&wa_offer).unwrap();
+        assert_eq!(o.port, 40002);
+        assert_eq!(o.proto.as_str(), "RTP/SAVP");
+        assert!(!o.crypto.is_empty());
+        // Meta answers with opus and its own key.
+        // (Meta's SDES answer has the same shape as its offer: tag 1, AES_CM_128_HMAC_SHA1_80.)
+        let meta_answer = META_OFFER;
+        let pbx_answer = n
+            .pbx_answer(pbx_offer.as_bytes(), meta_answer.as_bytes())
+            .unwrap();
+        let a = AudioSession::parse(&pbx_answer).unwrap();
+        assert_eq!(a.port, 30002);
+        assert_eq!(
+            a.codecs[0].payload_type, 0,
+            "our preference (PCMU first), with the PBX's PT number"
+        );
+        // An answer without our offer, or garbage, is a SIP failure, not a panic.
+        let mut fresh = negotiator(40004, 30004);
+        assert_eq!(
+            fresh
+                .pbx_answer(pbx_offer.as_bytes(), b"v=0")
+                .unwrap_err()
+                .status,
+            500
+        );
+        assert!(n.wa_offer(b"not sdp").unwrap_err().status >= 400);
+    }
+
+    #[test]
+    fn rtp_ports_are_even_leased_and_returned() {
+        let pool = PortPool::new(PortRange {
+            start: 30001,
+            end: 30006,
+        });
+        let a = pool.take().unwrap();
+        let b = pool.take().unwrap();
+        assert_eq!((a.port, b.port), (30002, 30004));
+        assert!(pool.take().is_none(), "range exhausted");
+        drop(a);
+        let c = pool.take().unwrap();
+        assert_eq!(c.port, 30002);
+        drop(b);
+        assert_eq!(pool.take().unwrap().port, 30004);
+        // Without ports a call's SDP fails with 503 instead of offering port 0.
+        let mut n = negotiator(40010, 30010);
+        n.leases = None;
+        assert_eq!(n.pbx_offer(META_OFFER.as_bytes()).unwrap_err().status, 503);
+    }
+
+    #[test]
+    fn sandbox_identity_reuses_the_ca_and_names_the_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let (chain, key) = tls_identity(dir.path(), "gateway.whatsip.test").unwrap();
+        let ca = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
+        assert!(chain.ends_with(&ca), "chain is leaf then CA");
+        let id = parse_identity(&chain, &key).unwrap();
+        assert_eq!(id.chain.len(), 2);
+        tls::server_config(id.chain, id.key).unwrap();
+        // A second start issues a new leaf from the same CA and leaves ca.pem alone.
+        let (chain2, _) = tls_identity(dir.path(), "gateway.whatsip.test").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("ca.pem")).unwrap(),
+            ca
+        );
+        assert!(chain2.ends_with(&ca));
+        assert_ne!(chain, chain2);
+    }
+}

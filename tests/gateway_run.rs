@@ -1,0 +1,615 @@
+//! `whatsip run` as a real process: a temp copy of the shipped profiles with free loopback
+//! ports, the HTTP API (`/healthz`, `/metrics`), a SIP OPTIONS to the trunk port answered
+//! 200 (raw UDP), and SIGTERM → clean exit. Every wait is bounded; the child is killed on
+//! every path.
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Kills the gateway when the test ends, however it ends.
+struct Gateway {
+    child: Child,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port free for both UDP and TCP on 127.0.0.1.
+fn free_port() -> u16 {
+    for _ in 0..50 {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for both UDP and TCP");
+}
+
+struct Ports {
+    http: u16,
+    trunk: u16,
+    wa: u16,
+    sandbox_http: u16,
+    pbx_peer: u16,
+}
+
+fn write_profiles(dir: &Path, p: &Ports) -> PathBuf {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("sip-profiles");
+    let out = dir.join("sip-profiles");
+    std::fs::create_dir_all(&out).unwrap();
+    let read = |f: &str| std::fs::read_to_string(shipped.join(f)).unwrap();
+    let gw = read("gateway.toml").replace("127.0.0.1:8080", &format!("127.0.0.1:{}", p.http));
+    let pbx = read("pbx.toml")
+        .replace("127.0.0.1:5080", &format!("127.0.0.1:{}", p.trunk))
+        .replace("127.0.0.1:5060", &format!("127.0.0.1:{}", p.pbx_peer));
+    let wa = read("whatsapp.toml")
+        .replace("127.0.0.1:5061", &format!("127.0.0.1:{}", p.wa))
+        .replace("public_port = 5061", &format!("public_port = {}", p.wa))
+        .replace("127.0.0.1:8081", &format!("127.0.0.1:{}", p.sandbox_http));
+    for (name, text, needle) in [
+        ("gateway.toml", &gw, p.http),
+        ("pbx.toml", &pbx, p.trunk),
+        ("whatsapp.toml", &wa, p.wa),
+    ] {
+        assert!(
+            text.contains(&needle.to_string()),
+            "{name}: port not replaced"
+        );
+        std::fs::write(out.join(name), text).unwrap();
+    }
+    out
+}
+
+fn start(dir: &Path, profiles: &Path) -> Gateway {
+    let child = Command::new(env!("CARGO_BIN_EXE_whatsip"))
+        .arg("run")
+        .arg("--profiles")
+        .arg(profiles)
+        .current_dir(dir)
+        .env("RUST_LOG", "whatsip=info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("whatsip binary runs");
+    Gateway { child }
+}
+
+/// One HTTP/1.1 GET with `Connection: close`; `None` while the server is not up.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+fn wait_http(gw: &mut Gateway, port: u16, path: &str) -> (u16, String) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(r) = http_get(port, path) {
+            return r;
+        }
+        if let Ok(Some(status)) = gw.child.try_wait() {
+            let mut err = String::new();
+            if let Some(e) = gw.child.stderr.as_mut() {
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("whatsip run exited early ({status}): {err}");
+        }
+        assert!(Instant::now() < deadline, "HTTP API not up within 20 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn options(port: u16, call_id: &str) -> Vec<u8> {
+    format!(
+        "OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:{{me}};branch=z9hG4bK-{call_id}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:probe@127.0.0.1>;tag=t{call_id}\r\n\
+         To: <sip:127.0.0.1:{port}>\r\n\
+         Call-ID: {call_id}@probe\r\n\
+         CSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+fn sigterm(gw: &mut Gateway) -> std::process::ExitStatus {
+    let pid = gw.child.id().to_string();
+    let ok = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(ok.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = gw.child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "whatsip run did not exit within 15 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn run_serves_api_and_answers_trunk_options_then_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports {
+        http: free_port(),
+        trunk: free_port(),
+        wa: free_port(),
+        sandbox_http: free_port(),
+        pbx_peer: free_port(),
+    };
+    let profiles = write_profiles(dir.path(), &ports);
+    let mut gw = start(dir.path(), &profiles);
+
+    let (status, body) = wait_http(&mut gw, ports.http, "/healthz");
+    assert_eq!(status, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).expect("healthz is JSON");
+    assert_eq!(health["status"], "ok", "{body}");
+    for c in ["records", "sip_whatsapp", "sip_trunks", "sandbox"] {
+        assert_eq!(health["components"][c], "ready", "{c}: {body}");
+    }
+
+    let (status, metrics) = http_get(ports.http, "/metrics").expect("metrics answer");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("whatsip_build_info{"),
+        "no build info in:\n{metrics}"
+    );
+
+    // The in-process sandbox's Graph twin answers on its own port (401 without a token is
+    // still an answer from the twin, not a refused connection).
+    let (status, _) = http_get(ports.sandbox_http, "/v23.0/106540352242922/settings")
+        .expect("sandbox HTTP answers");
+    assert!((200..500).contains(&status), "sandbox status {status}");
+
+    // Raw UDP OPTIONS to the trunk port: 200 with our Call-ID back.
+    let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let me = probe.local_addr().unwrap().port();
+    let req = String::from_utf8(options(ports.trunk, "opt1"))
+        .unwrap()
+        .replace("{me}", &me.to_string());
+    probe
+        .send_to(req.as_bytes(), ("127.0.0.1", ports.trunk))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = probe
+        .recv_from(&mut buf)
+        .expect("OPTIONS answered within 5 s");
+    let resp = String::from_utf8_lossy(&buf[..n]);
+    assert!(resp.starts_with("SIP/2.0 200"), "{resp}");
+    assert!(resp.contains("opt1@probe"), "{resp}");
+
+    // SIPp (a real peer) sends OPTIONS over UDP and over TCP: both answered 200.
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp/options.xml");
+    for transport in ["u1", "t1"] {
+        let out = Command::new("sipp")
+            .arg("-sf")
+            .arg(&scenario)
+            .args(["-t", transport, "-i", "127.0.0.1", "-p", "0"])
+            .args(["-m", "1", "-timeout", "10s", "-timeout_error", "-nostdin"])
+            .arg(format!("127.0.0.1:{}", ports.trunk))
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("sipp (sip-tester) installed");
+        assert!(
+            out.status.success(),
+            "sipp OPTIONS over {transport}: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // SIGTERM: graceful exit, records database left behind.
+    let status = sigterm(&mut gw);
+    assert!(status.success(), "exit status {status}");
+    assert!(dir.path().join("var/whatsip.db").is_file());
+    assert!(dir.path().join("var/sandbox/ca.pem").is_file());
+}
+
+#[test]
+fn run_refuses_a_broken_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports {
+        http: free_port(),
+        trunk: free_port(),
+        wa: free_port(),
+        sandbox_http: free_port(),
+        pbx_peer: free_port(),
+    };
+    let profiles = write_profiles(dir.path(), &ports);
+    let pbx = profiles.join("pbx.toml");
+    let text = std::fs::read_to_string(&pbx).unwrap();
+    std::fs::write(&pbx, text.replace("kind = \"trunk\"", "kind = \"trunkk\"")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_whatsip"))
+        .arg("run")
+        .arg("--profiles")
+        .arg(&profiles)
+        .current_dir(dir.path())
+        .output()
+        .expect("whatsip runs");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        http_get(ports.http, "/healthz").is_none(),
+        "API must not start"
+    );
+}
+
+/// A business-initiated INVITE from the PBX side runs through the whole path: SDP offer
+/// toward Meta built, TLS connect to `meta.connect` (nothing listens there: the sandbox's SIP
+/// edge is not part of `whatsip run` yet), a final failure back to the PBX, the call record
+/// written and the outcome counted.
+#[test]
+fn business_initiated_invite_gets_a_final_answer_and_a_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports {
+        http: free_port(),
+        trunk: free_port(),
+        wa: free_port(),
+        sandbox_http: free_port(),
+        pbx_peer: free_port(),
+    };
+    let profiles = write_profiles(dir.path(), &ports);
+    // Meta's edge: a port with nothing listening.
+    let edge = free_port();
+    let wa = profiles.join("whatsapp.toml");
+    let text = std::fs::read_to_string(&wa).unwrap();
+    std::fs::write(
+        &wa,
+        text.replace("127.0.0.1:5062", &format!("127.0.0.1:{edge}")),
+    )
+    .unwrap();
+    let mut gw = start(dir.path(), &profiles);
+    wait_http(&mut gw, ports.http, "/healthz");
+
+    let pbx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    pbx.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let me = pbx.local_addr().unwrap().port();
+    let sdp = "v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 8 0 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+    let t = ports.trunk;
+    let invite = format!(
+        "INVITE sip:+15551234567@127.0.0.1:{t} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-bi1\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:100@127.0.0.1>;tag=pbx1\r\n\
+         To: <sip:+15551234567@127.0.0.1>\r\n\
+         Call-ID: bi1@pbx\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:100@127.0.0.1:{me}>\r\n\
+         Content-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    pbx.send_to(invite.as_bytes(), ("127.0.0.1", t)).unwrap();
+    let mut buf = [0u8; 65536];
+    let final_response = loop {
+        let (n, _) = pbx.recv_from(&mut buf).expect("answer within 10 s");
+        let r = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(r.starts_with("SIP/2.0 "), "{r}");
+        if !r.starts_with("SIP/2.0 1") {
+            break r;
+        }
+    };
+    let status: u16 = final_response[8..11].parse().unwrap();
+    assert!(status >= 400, "{final_response}");
+    assert!(final_response.contains("bi1@pbx"), "{final_response}");
+    let to_tag = final_response
+        .lines()
+        .find(|l| l.starts_with("To:"))
+        .unwrap()
+        .to_owned();
+    let ack = format!(
+        "ACK sip:+15551234567@127.0.0.1:{t} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-bi1\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:100@127.0.0.1>;tag=pbx1\r\n\
+         {to_tag}\r\n\
+         Call-ID: bi1@pbx\r\n\
+         CSeq: 1 ACK\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    pbx.send_to(ack.as_bytes(), ("127.0.0.1", t)).unwrap();
+
+    // The record and the metrics show the failed business-initiated call (bounded poll: the
+    // recorder writes on its own thread).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let record = loop {
+        let (status, body) = http_get(ports.http, "/records").expect("records answer");
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if let Some(r) = v.as_array().and_then(|a| a.first()).cloned() {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no record within 10 s: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(record["direction"], "business_initiated", "{record}");
+    assert_eq!(record["business_number"], "+15550001111", "{record}");
+    assert_eq!(record["user"], "+15551234567", "{record}");
+    assert_eq!(record["trunk"], "pbx", "{record}");
+    assert_eq!(record["open"], false, "{record}");
+    assert_eq!(record["state"], "Failed", "{record}");
+    let (_, metrics) = http_get(ports.http, "/metrics").unwrap();
+    assert!(
+        metrics
+            .contains("whatsip_calls_total{direction=\"business_initiated\",outcome=\"failed\"} 1"),
+        "{metrics}"
+    );
+    assert!(sigterm(&mut gw).success());
+}
+
+/// Reads one SIP message from a stream (headers up to the blank line, then Content-Length
+/// bytes of body), keeping what follows in `buf`.
+fn read_stream_message(s: &mut impl Read, buf: &mut Vec<u8>) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (n, v) = l.split_once(':')?;
+                    (n.eq_ignore_ascii_case("content-length") || n == "l")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                let msg: Vec<u8> = buf.drain(..end + 4 + len).collect();
+                return String::from_utf8_lossy(&msg).into_owned();
+            }
+        }
+        assert!(Instant::now() < deadline, "no complete message within 10 s");
+        let mut chunk = [0u8; 8192];
+        match s.read(&mut chunk) {
+            Ok(0) => panic!("connection closed"),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then_some(v.trim())
+    })
+}
+
+fn body(msg: &str) -> &str {
+    msg.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+}
+
+/// The audio port of an SDP body (`m=audio PORT …`).
+fn audio_port(sdp: &str) -> u16 {
+    sdp.lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|r| r.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no m=audio in {sdp}"))
+}
+
+/// A user-initiated call as Meta places it: TLS to the gateway (certificate issued by the
+/// sandbox CA for `gateway.whatsip.test`), SDES Opus offer; the PBX (a UDP socket) gets a
+/// plain RTP/AVP offer on a port from the trunk's range and answers PCMU; Meta gets 200 with an
+/// RTP/SAVP answer on a port from the WhatsApp range; ACK and BYE cross; the call is recorded
+/// as completed.
+#[test]
+fn user_initiated_call_over_tls_negotiates_sdp_on_both_legs() {
+    use rustls_pki_types::ServerName;
+    let dir = tempfile::tempdir().unwrap();
+    let pbx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    pbx.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let ports = Ports {
+        http: free_port(),
+        trunk: free_port(),
+        wa: free_port(),
+        sandbox_http: free_port(),
+        pbx_peer: pbx.local_addr().unwrap().port(),
+    };
+    let profiles = write_profiles(dir.path(), &ports);
+    let mut gw = start(dir.path(), &profiles);
+    wait_http(&mut gw, ports.http, "/healthz");
+
+    // "Meta": TLS client trusting the sandbox CA the gateway wrote.
+    let roots = whatsip::transport::tls::Roots::CaFile(dir.path().join("var/sandbox/ca.pem"));
+    let client = whatsip::transport::tls::client_config(&roots).unwrap();
+    let conn = rustls::ClientConnection::new(
+        client,
+        ServerName::try_from("gateway.whatsip.test").unwrap(),
+    )
+    .unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", ports.wa)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let me = tcp.local_addr().unwrap();
+    let mut meta = rustls::StreamOwned::new(conn, tcp);
+    let mut mbuf = Vec::new();
+
+    let offer = "v=0\r\no=- 1731000000 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 3480 RTP/SAVP 111 126\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 maxaveragebitrate=20000;maxplaybackrate=16000;minptime=20;sprop-maxcapturerate=16000;useinbandfec=1\r\na=rtpmap:126 telephone-event/8000\r\na=ptime:20\r\na=maxptime:20\r\na=sendrecv\r\na=rtcp-mux\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n";
+    let wa = ports.wa;
+    let req = |method: &str, cseq: u32, branch: &str, to_tag: &str, body: &str| {
+        let ctype = if body.is_empty() {
+            String::new()
+        } else {
+            "Content-Type: application/sdp\r\n".to_owned()
+        };
+        format!(
+            "{method} sip:+15550001111@gateway.whatsip.test:{wa};transport=tls SIP/2.0\r\n\
+             Via: SIP/2.0/TLS {me};branch=z9hG4bK{branch}\r\n\
+             Max-Forwards: 69\r\n\
+             From: \"15551234567\" <sip:+15551234567@wa.meta.vc>;tag=mt\r\n\
+             To: <sip:+15550001111@gateway.whatsip.test>{to_tag}\r\n\
+             Call-ID: outgoing:wacid.GW\r\n\
+             CSeq: {cseq} {method}\r\n\
+             Contact: <sip:+15551234567@{me};transport=tls>\r\n\
+             x-wa-meta-wacid: wacid.GW\r\n\
+             {ctype}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    meta.write_all(req("INVITE", 1, "gw1", "", offer).as_bytes())
+        .unwrap();
+    meta.flush().unwrap();
+
+    // The PBX gets a plain RTP offer on a trunk-range port.
+    let mut buf = [0u8; 65536];
+    let (invite, gw_addr) = loop {
+        let (n, from) = pbx
+            .recv_from(&mut buf)
+            .expect("INVITE at the PBX within 10 s");
+        let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if m.starts_with("INVITE ") {
+            break (m, from);
+        }
+    };
+    let pbx_offer = body(&invite);
+    assert!(pbx_offer.contains("RTP/AVP"), "{pbx_offer}");
+    assert!(!pbx_offer.contains("a=crypto"), "{pbx_offer}");
+    assert!(
+        (30000..=30999).contains(&audio_port(pbx_offer)),
+        "{pbx_offer}"
+    );
+
+    // The PBX answers 200 with PCMU.
+    let pbx_addr = pbx.local_addr().unwrap();
+    let answer = "v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
+    let mut ok = String::from("SIP/2.0 200 OK\r\n");
+    for name in ["Via", "From", "Call-ID", "CSeq"] {
+        for l in invite.lines().filter(|l| {
+            l.split_once(':')
+                .is_some_and(|(n, _)| n.eq_ignore_ascii_case(name))
+        }) {
+            ok += l;
+            ok += "\r\n";
+        }
+    }
+    ok += &format!(
+        "To: {};tag=pbxtag\r\nContact: <sip:100@{pbx_addr}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{answer}",
+        header(&invite, "To").unwrap(),
+        answer.len()
+    );
+    pbx.send_to(ok.as_bytes(), gw_addr).unwrap();
+
+    // Meta gets 200 with an SRTP Opus answer on a WhatsApp-range port.
+    let ok = loop {
+        let m = read_stream_message(&mut meta, &mut mbuf);
+        assert!(
+            m.starts_with("SIP/2.0 1") || m.starts_with("SIP/2.0 200"),
+            "{m}"
+        );
+        if m.starts_with("SIP/2.0 200") {
+            break m;
+        }
+    };
+    let wa_answer = body(&ok);
+    assert!(wa_answer.contains("RTP/SAVP"), "{wa_answer}");
+    assert!(wa_answer.contains("opus/48000/2"), "{wa_answer}");
+    assert!(
+        wa_answer.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"),
+        "{wa_answer}"
+    );
+    assert!(
+        !wa_answer.contains("PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR"),
+        "key echoed"
+    );
+    assert!(
+        (40000..=40999).contains(&audio_port(wa_answer)),
+        "{wa_answer}"
+    );
+    let to_tag = header(&ok, "To")
+        .and_then(|t| t.split_once(";tag="))
+        .map(|(_, t)| format!(";tag={t}"))
+        .expect("tag in 200");
+
+    // ACK from Meta reaches the PBX.
+    meta.write_all(req("ACK", 1, "gw2", &to_tag, "").as_bytes())
+        .unwrap();
+    meta.flush().unwrap();
+    loop {
+        let (n, _) = pbx.recv_from(&mut buf).expect("ACK at the PBX within 10 s");
+        if buf[..n].starts_with(b"ACK ") {
+            break;
+        }
+    }
+    let (_, calls) = http_get(ports.http, "/calls").unwrap();
+    assert!(calls.contains("\"state\":\"Accepted\""), "{calls}");
+
+    // Meta hangs up: BYE to the PBX, 200 back to Meta.
+    meta.write_all(req("BYE", 2, "gw3", &to_tag, "").as_bytes())
+        .unwrap();
+    meta.flush().unwrap();
+    let bye = loop {
+        let (n, from) = pbx.recv_from(&mut buf).expect("BYE at the PBX within 10 s");
+        let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if m.starts_with("BYE ") {
+            break (m, from);
+        }
+    };
+    let mut ok = String::from("SIP/2.0 200 OK\r\n");
+    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+        for l in bye.0.lines().filter(|l| {
+            l.split_once(':')
+                .is_some_and(|(n, _)| n.eq_ignore_ascii_case(name))
+        }) {
+            ok += l;
+            ok += "\r\n";
+        }
+    }
+    ok += "Content-Length: 0\r\n\r\n";
+    pbx.send_to(ok.as_bytes(), bye.1).unwrap();
+    let r = loop {
+        let m = read_stream_message(&mut meta, &mut mbuf);
+        if header(&m, "CSeq").is_some_and(|c| c.ends_with("BYE")) {
+            break m;
+        }
+    };
+    assert!(r.starts_with("SIP/2.0 200"), "{r}");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, records) = http_get(ports.http, "/records").unwrap();
+        if records.contains("\"Completed\"") {
+            assert!(records.contains("\"user_initiated\""), "{records}");
+            assert!(records.contains("wacid.GW"), "{records}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no completed record: {records}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(sigterm(&mut gw).success());
+}
