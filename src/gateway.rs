@@ -15,10 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
-};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use tokio::sync::{mpsc, watch};
 
@@ -40,7 +36,6 @@ use crate::whatsapp::graph;
 
 /// Folder of the sandbox CA (`ca.pem`, `ca.key`), shared with the sandbox's own CA code.
 pub const SANDBOX_DIR: &str = "var/sandbox";
-const SANDBOX_CA_NAME: &str = "whatsip sandbox CA";
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -74,74 +69,12 @@ impl std::fmt::Debug for TlsCert {
     }
 }
 
-fn ca_params() -> Result<CertificateParams, rcgen::Error> {
-    let mut p = CertificateParams::new(Vec::<String>::new())?;
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, SANDBOX_CA_NAME);
-    dn.push(DnType::OrganizationName, "whatsip sandbox");
-    p.distinguished_name = dn;
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    Ok(p)
-}
-
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    opts.open(path)?.write_all(text.as_bytes())
-}
-
 /// For `tls.mode = "sandbox"`: a certificate for `host` signed by the sandbox CA in `dir`
-/// (`ca.pem` + `ca.key`, the layout of the sandbox's CA; both created when either is missing,
-/// otherwise reused so earlier processes keep trusting it). Returns the chain (leaf, CA) and
-/// the leaf key as PEM.
+/// (created when missing, otherwise reused so earlier processes keep trusting it); see
+/// [`crate::sandbox::ca`]. Returns the chain (leaf, CA) and the leaf key as PEM.
 pub fn tls_identity(dir: &Path, host: &str) -> Result<(String, String), GatewayError> {
-    let err = |e: &dyn std::fmt::Display| GatewayError::Tls(e.to_string());
-    let cert_path = dir.join("ca.pem");
-    let key_path = dir.join("ca.key");
-    let (ca_pem, ca_key) = if cert_path.is_file() && key_path.is_file() {
-        let pem = std::fs::read_to_string(&cert_path).map_err(|e| err(&e))?;
-        let key_pem = std::fs::read_to_string(&key_path).map_err(|e| err(&e))?;
-        (pem, KeyPair::from_pem(&key_pem).map_err(|e| err(&e))?)
-    } else {
-        std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
-        let key = KeyPair::generate().map_err(|e| err(&e))?;
-        let cert = ca_params()
-            .and_then(|p| p.self_signed(&key))
-            .map_err(|e| err(&e))?;
-        write_private(&key_path, &key.serialize_pem()).map_err(|e| err(&e))?;
-        std::fs::write(&cert_path, cert.pem()).map_err(|e| err(&e))?;
-        tracing::info!(path = %cert_path.display(), "sandbox CA created");
-        (cert.pem(), key)
-    };
-    let mut p = CertificateParams::new(vec![host.to_string()]).map_err(|e| err(&e))?;
-    p.distinguished_name.push(DnType::CommonName, host);
-    p.use_authority_key_identifier_extension = true;
-    p.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    p.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    let leaf_key = KeyPair::generate().map_err(|e| err(&e))?;
-    let issuer = Issuer::new(ca_params().map_err(|e| err(&e))?, &ca_key);
-    let leaf = p.signed_by(&leaf_key, &issuer).map_err(|e| err(&e))?;
-    Ok((
-        format!("{}{}", leaf.pem(), ca_pem),
-        leaf_key.serialize_pem(),
-    ))
+    crate::sandbox::ca::issue_gateway_cert_in(dir, host)
+        .map_err(|e| GatewayError::Tls(e.to_string()))
 }
 
 fn parse_identity(chain_pem: &str, key_pem: &str) -> Result<TlsCert, GatewayError> {
@@ -689,18 +622,43 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             token,
             ..Default::default()
         });
-        let listener = tokio::net::TcpListener::bind(addr)
+        // The twin generated each number's SIP password: store it where the profile's password
+        // source says, as `whatsip settings pull` would against Meta.
+        for n in &wa.numbers {
+            if let (crate::config::SecretSource::File(path), Some(pw)) = (
+                &n.sip_password,
+                sstate.sip_target(&n.e164).and_then(|t| t.password),
+            ) {
+                crate::whatsapp::graph::settings::store_password(path, &pw).map_err(|e| {
+                    GatewayError::Sandbox(format!("cannot store {}: {e}", path.display()))
+                })?;
+            }
+        }
+        // The edge listens where `meta.connect` points when that is a loopback address.
+        let edge_addr = wa
+            .meta
+            .connect
+            .socket_addr()
+            .filter(|a| a.ip().is_loopback())
+            .unwrap_or(crate::config::SANDBOX_EDGE_ADDR);
+        let mut hosts = std::collections::HashMap::new();
+        hosts.insert(
+            wa.sip.public_host.clone(),
+            std::net::IpAddr::from([127, 0, 0, 1]),
+        );
+        let edge_cfg = crate::sandbox::runtime::RuntimeConfig {
+            edge: edge_addr,
+            ca_dir: PathBuf::from(SANDBOX_DIR),
+            hosts,
+            ..Default::default()
+        };
+        let running = crate::sandbox::start(addr, edge_cfg, sstate)
             .await
-            .map_err(|e| GatewayError::Sandbox(format!("cannot listen on {addr}: {e}")))?;
-        let app = crate::sandbox::http_router(sstate);
-        let mut sb_stop = stop_rx.clone();
-        sandbox_task = Some(tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = sb_stop.wait_for(|s| *s).await;
-                })
-                .await
-        }));
+            .map_err(|e| {
+                GatewayError::Sandbox(format!("cannot start on {addr} / {edge_addr}: {e}"))
+            })?;
+        tracing::info!(edge = %running.edge.edge_addr, "sandbox SIP edge up");
+        sandbox_task = Some(running);
         health.set_component("sandbox", Readiness::Ready);
         tracing::info!(%addr, "sandbox HTTP (Graph twin + control) up");
     }
@@ -852,9 +810,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     drop(recorder);
     let _ = tokio::task::spawn_blocking(move || writer.join_timeout(Duration::from_secs(5))).await;
     let _ = api_task.await;
-    if let Some(t) = sandbox_task {
-        let _ = t.await;
-    }
+    // The in-process sandbox's tasks end with the runtime.
+    drop(sandbox_task);
     Ok(())
 }
 

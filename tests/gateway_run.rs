@@ -270,7 +270,7 @@ fn run_refuses_a_broken_profile() {
 /// edge is not part of `whatsip run` yet), a final failure back to the PBX, the call record
 /// written and the outcome counted.
 #[test]
-fn business_initiated_invite_gets_a_final_answer_and_a_record() {
+fn business_initiated_call_without_permission_gets_403_and_a_record() {
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports {
         http: free_port(),
@@ -280,7 +280,7 @@ fn business_initiated_invite_gets_a_final_answer_and_a_record() {
         pbx_peer: free_port(),
     };
     let profiles = write_profiles(dir.path(), &ports);
-    // Meta's edge: a port with nothing listening.
+    // The in-process sandbox's SIP edge listens where `meta.connect` points.
     let edge = free_port();
     let wa = profiles.join("whatsapp.toml");
     let text = std::fs::read_to_string(&wa).unwrap();
@@ -298,11 +298,11 @@ fn business_initiated_invite_gets_a_final_answer_and_a_record() {
     let sdp = "v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 8 0 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
     let t = ports.trunk;
     let invite = format!(
-        "INVITE sip:+15551234567@127.0.0.1:{t} SIP/2.0\r\n\
+        "INVITE sip:+15557654321@127.0.0.1:{t} SIP/2.0\r\n\
          Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-bi1\r\n\
          Max-Forwards: 70\r\n\
          From: <sip:100@127.0.0.1>;tag=pbx1\r\n\
-         To: <sip:+15551234567@127.0.0.1>\r\n\
+         To: <sip:+15557654321@127.0.0.1>\r\n\
          Call-ID: bi1@pbx\r\n\
          CSeq: 1 INVITE\r\n\
          Contact: <sip:100@127.0.0.1:{me}>\r\n\
@@ -320,8 +320,11 @@ fn business_initiated_invite_gets_a_final_answer_and_a_record() {
             break r;
         }
     };
+    // +15557654321 has no call permission in the sandbox fixture: Meta's edge answers 403
+    // and the gateway relays it with Meta's reason.
     let status: u16 = final_response[8..11].parse().unwrap();
-    assert!(status >= 400, "{final_response}");
+    assert_eq!(status, 403, "{final_response}");
+    assert!(final_response.contains("Reason:"), "{final_response}");
     assert!(final_response.contains("bi1@pbx"), "{final_response}");
     let to_tag = final_response
         .lines()
@@ -329,7 +332,7 @@ fn business_initiated_invite_gets_a_final_answer_and_a_record() {
         .unwrap()
         .to_owned();
     let ack = format!(
-        "ACK sip:+15551234567@127.0.0.1:{t} SIP/2.0\r\n\
+        "ACK sip:+15557654321@127.0.0.1:{t} SIP/2.0\r\n\
          Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-bi1\r\n\
          Max-Forwards: 70\r\n\
          From: <sip:100@127.0.0.1>;tag=pbx1\r\n\
@@ -355,7 +358,7 @@ fn business_initiated_invite_gets_a_final_answer_and_a_record() {
     };
     assert_eq!(record["direction"], "business_initiated", "{record}");
     assert_eq!(record["business_number"], "+15550001111", "{record}");
-    assert_eq!(record["user"], "+15551234567", "{record}");
+    assert_eq!(record["user"], "+15557654321", "{record}");
     assert_eq!(record["trunk"], "pbx", "{record}");
     assert_eq!(record["open"], false, "{record}");
     assert_eq!(record["state"], "Failed", "{record}");
@@ -611,5 +614,152 @@ fn user_initiated_call_over_tls_negotiates_sdp_on_both_legs() {
         assert!(Instant::now() < deadline, "no completed record: {records}");
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert!(sigterm(&mut gw).success());
+}
+
+/// The shipped default end to end (design §3): a PBX call to `+15551234567` goes through the
+/// gateway to the in-process sandbox edge (TLS, Meta's 407 answered), the sandbox user answers,
+/// the 200 OK reaches the PBX, and the PBX's BYE ends both legs with a completed record.
+#[test]
+fn business_initiated_call_reaches_the_sandbox_user_who_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports {
+        http: free_port(),
+        trunk: free_port(),
+        wa: free_port(),
+        sandbox_http: free_port(),
+        pbx_peer: free_port(),
+    };
+    let profiles = write_profiles(dir.path(), &ports);
+    let edge = free_port();
+    let wa = profiles.join("whatsapp.toml");
+    let text = std::fs::read_to_string(&wa).unwrap();
+    std::fs::write(
+        &wa,
+        text.replace("127.0.0.1:5062", &format!("127.0.0.1:{edge}")),
+    )
+    .unwrap();
+    let mut gw = start(dir.path(), &profiles);
+    wait_http(&mut gw, ports.http, "/healthz");
+
+    let pbx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    pbx.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let me = pbx.local_addr().unwrap().port();
+    let t = ports.trunk;
+    let sdp = "v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 111 101\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\na=ptime:20\r\n";
+    let invite = format!(
+        "INVITE sip:+15551234567@127.0.0.1:{t} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-ok1\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:100@127.0.0.1>;tag=pbx1\r\n\
+         To: <sip:+15551234567@127.0.0.1>\r\n\
+         Call-ID: ok1@pbx\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:100@127.0.0.1:{me}>\r\n\
+         Content-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    pbx.send_to(invite.as_bytes(), ("127.0.0.1", t)).unwrap();
+    let mut buf = [0u8; 65536];
+    let mut provisional = Vec::new();
+    let ok = loop {
+        let (n, _) = pbx.recv_from(&mut buf).expect("answer within 10 s");
+        let r = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(r.starts_with("SIP/2.0 "), "{r}");
+        if r.starts_with("SIP/2.0 1") {
+            provisional.push(r[8..11].to_string());
+            continue;
+        }
+        break r;
+    };
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    assert!(provisional.iter().any(|s| s == "180"), "{provisional:?}");
+    // Our PBX-leg answer: plain RTP Opus with the PBX's payload numbers.
+    assert!(body(&ok).contains("RTP/AVP 111"), "{ok}");
+    let to = header(&ok, "To").unwrap().to_owned();
+    let contact = header(&ok, "Contact").unwrap().to_owned();
+    let target = contact
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap()
+        .to_owned();
+    let in_dialog = |method: &str, cseq: u32, branch: &str| {
+        format!(
+            "{method} {target} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:{me};branch={branch}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:100@127.0.0.1>;tag=pbx1\r\n\
+             To: {to}\r\n\
+             Call-ID: ok1@pbx\r\n\
+             CSeq: {cseq} {method}\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+    };
+    pbx.send_to(
+        in_dialog("ACK", 1, "z9hG4bK-ok1ack").as_bytes(),
+        ("127.0.0.1", t),
+    )
+    .unwrap();
+
+    // The sandbox user's side of the call is accepted.
+    let sandbox_state = |want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, calls) = http_get(ports.sandbox_http, "/sandbox/calls").expect("sandbox up");
+            let v: serde_json::Value = serde_json::from_str(&calls).unwrap();
+            let state = v[0]["state"].as_str().unwrap_or_default().to_owned();
+            if state == want {
+                return v[0].clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sandbox call not {want}: {calls}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let call = sandbox_state("accepted");
+    assert_eq!(call["to"], "+15551234567", "{call}");
+    assert_eq!(call["direction"], "business_initiated", "{call}");
+
+    pbx.send_to(
+        in_dialog("BYE", 2, "z9hG4bK-ok1bye").as_bytes(),
+        ("127.0.0.1", t),
+    )
+    .unwrap();
+    let bye_ok = loop {
+        let (n, _) = pbx.recv_from(&mut buf).expect("BYE answered within 10 s");
+        let r = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if r.contains("CSeq: 2 BYE") {
+            break r;
+        }
+    };
+    assert!(bye_ok.starts_with("SIP/2.0 200"), "{bye_ok}");
+    let call = sandbox_state("completed");
+    assert_eq!(
+        call["violations"].as_array().map(Vec::len),
+        Some(0),
+        "{call}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let record = loop {
+        let (_, body) = http_get(ports.http, "/records").expect("records answer");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if let Some(r) = v.as_array().and_then(|a| a.first()).cloned()
+            && r["open"] == false
+        {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no closed record within 10 s: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(record["state"], "Completed", "{record}");
+    assert!(record["answered_at"].is_string(), "{record}");
     assert!(sigterm(&mut gw).success());
 }
