@@ -52,7 +52,9 @@ fn write_profiles(dir: &Path, p: &Ports) -> PathBuf {
     let wa = read("whatsapp.toml")
         .replace("127.0.0.1:5061", &format!("127.0.0.1:{}", p.wa))
         .replace("public_port = 5061", &format!("public_port = {}", p.wa))
-        .replace("127.0.0.1:8081", &format!("127.0.0.1:{}", p.sandbox_http));
+        .replace("127.0.0.1:8081", &format!("127.0.0.1:{}", p.sandbox_http))
+        // The in-process sandbox's SIP edge listens where `meta.connect` points.
+        .replace("127.0.0.1:5062", &format!("127.0.0.1:{}", free_port()));
     for (name, text, needle) in [
         ("gateway.toml", &gw, p.http),
         ("pbx.toml", &pbx, p.trunk),
@@ -98,10 +100,14 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// Waits until `path` answers; for `/healthz`, until it answers 200 (every component —
+/// records, SIP transports, the in-process sandbox — ready), so tests never race start-up.
 fn wait_http(gw: &mut Gateway, port: u16, path: &str) -> (u16, String) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Some(r) = http_get(port, path) {
+        if let Some(r) = http_get(port, path)
+            && (path != "/healthz" || r.0 == 200)
+        {
             return r;
         }
         if let Ok(Some(status)) = gw.child.try_wait() {
@@ -280,15 +286,6 @@ fn business_initiated_call_without_permission_gets_403_and_a_record() {
         pbx_peer: free_port(),
     };
     let profiles = write_profiles(dir.path(), &ports);
-    // The in-process sandbox's SIP edge listens where `meta.connect` points.
-    let edge = free_port();
-    let wa = profiles.join("whatsapp.toml");
-    let text = std::fs::read_to_string(&wa).unwrap();
-    std::fs::write(
-        &wa,
-        text.replace("127.0.0.1:5062", &format!("127.0.0.1:{edge}")),
-    )
-    .unwrap();
     let mut gw = start(dir.path(), &profiles);
     wait_http(&mut gw, ports.http, "/healthz");
 
@@ -631,14 +628,6 @@ fn business_initiated_call_reaches_the_sandbox_user_who_answers() {
         pbx_peer: free_port(),
     };
     let profiles = write_profiles(dir.path(), &ports);
-    let edge = free_port();
-    let wa = profiles.join("whatsapp.toml");
-    let text = std::fs::read_to_string(&wa).unwrap();
-    std::fs::write(
-        &wa,
-        text.replace("127.0.0.1:5062", &format!("127.0.0.1:{edge}")),
-    )
-    .unwrap();
     let mut gw = start(dir.path(), &profiles);
     wait_http(&mut gw, ports.http, "/healthz");
 
