@@ -201,7 +201,7 @@ async fn baresip_calls_a_sandbox_user_with_sdes_srtp_opus() {
             .unwrap();
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(20);
     while user.counters().dtmf.len() < 4 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -91,9 +91,10 @@ pub async fn sandbox_cfg(
     }
 }
 
-/// Waits (bounded) until something accepts TCP on `port`.
+/// Waits (bounded, generously: peers start slowly on a loaded 2-core machine) until something
+/// accepts TCP on `port`.
 pub async fn wait_listening(port: u16) {
-    for _ in 0..100 {
+    for _ in 0..600 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .is_ok()
@@ -102,7 +103,7 @@ pub async fn wait_listening(port: u16) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("nothing listens on 127.0.0.1:{port} after 5 s");
+    panic!("nothing listens on 127.0.0.1:{port} after 30 s");
 }
 
 /// socat: plain TCP on a fresh loopback port → TLS to the edge (verifies `wa.meta.vc` against
