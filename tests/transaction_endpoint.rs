@@ -1041,3 +1041,38 @@ fn transport_error_reaches_the_tu_and_ends_the_transaction() {
         "no retransmission after the error"
     );
 }
+
+/// RFC 3261 §18.1.1: a request larger than MTU − 200 bytes bound for UDP goes over TCP, and its
+/// Via says TCP; smaller requests stay on UDP; `path_mtu: None` never switches.
+#[test]
+fn large_udp_request_switches_to_tcp() {
+    let t0 = Instant::now();
+    let big_body = Bytes::from(vec![b'a'; 1400]);
+    let sent = |ep: &mut Endpoint, body: Bytes| {
+        let mut inv = outgoing_invite(ep);
+        inv.headers.push(HeaderName::ContentType, "application/sdp");
+        inv.body = body;
+        ep.send_request(t0, inv, peer_target()).unwrap();
+        let tx = transmits(ep);
+        assert_eq!(tx.len(), 1);
+        let t = tx.into_iter().next().unwrap();
+        let via = t.message.headers().top_via().unwrap();
+        (t.target.transport, via.transport)
+    };
+    let mut ep = endpoint();
+    assert_eq!(
+        sent(&mut ep, big_body.clone()),
+        (TransportKind::Tcp, "TCP".to_string())
+    );
+    assert_eq!(
+        sent(&mut ep, Bytes::from_static(b"v=0\r\n")),
+        (TransportKind::Udp, "UDP".to_string())
+    );
+    let mut cfg = EndpointConfig::new("127.0.0.1", Some(5080), "ws2");
+    cfg.path_mtu = None;
+    let mut ep = Endpoint::new(cfg);
+    assert_eq!(
+        sent(&mut ep, big_body),
+        (TransportKind::Udp, "UDP".to_string())
+    );
+}

@@ -174,6 +174,9 @@ pub struct EndpointConfig {
     pub supported: Vec<String>,
     /// Request-URI schemes we serve; anything else gets 416.
     pub schemes: Vec<String>,
+    /// Path MTU toward peers: a request bound for UDP that is larger than MTU − 200 bytes goes
+    /// over TCP instead (RFC 3261 §18.1.1). `None` never switches.
+    pub path_mtu: Option<usize>,
 }
 
 impl EndpointConfig {
@@ -189,6 +192,7 @@ impl EndpointConfig {
             instance: instance.into(),
             supported: vec!["timer".into(), "replaces".into()],
             schemes: vec!["sip".into(), "sips".into(), "tel".into()],
+            path_mtu: Some(1500),
         }
     }
 }
@@ -759,7 +763,7 @@ impl Endpoint {
         &mut self,
         now: Instant,
         mut request: Request,
-        target: Target,
+        mut target: Target,
     ) -> Result<TxnId, EndpointError> {
         if matches!(request.method, Method::Ack | Method::Cancel) {
             return Err(EndpointError::WrongMethod);
@@ -770,6 +774,16 @@ impl Endpoint {
             .push_front(HeaderName::Via, self.via_value(target.transport, &branch));
         if !request.headers.contains(&HeaderName::MaxForwards) {
             request.headers.push(HeaderName::MaxForwards, "70");
+        }
+        // RFC 3261 §18.1.1: too large for UDP → the same destination over TCP (its Via says so).
+        if target.transport == TransportKind::Udp
+            && let Some(mtu) = self.config.path_mtu
+            && crate::transport::needs_congestion_controlled(request.to_bytes().len(), mtu)
+        {
+            target.transport = TransportKind::Tcp;
+            target.connection = None;
+            let via = self.via_value(TransportKind::Tcp, &branch);
+            request.headers.0[0].value = via;
         }
         Ok(self.start_client(now, request, branch, target))
     }
