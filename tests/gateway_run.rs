@@ -40,6 +40,19 @@ struct Ports {
     pbx_peer: u16,
 }
 
+impl Ports {
+    /// A free loopback port for each listener.
+    fn fresh() -> Ports {
+        Ports {
+            http: free_port(),
+            trunk: free_port(),
+            wa: free_port(),
+            sandbox_http: free_port(),
+            pbx_peer: free_port(),
+        }
+    }
+}
+
 fn write_profiles(dir: &Path, p: &Ports) -> PathBuf {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("sip-profiles");
     let out = dir.join("sip-profiles");
@@ -159,13 +172,7 @@ fn sigterm(gw: &mut Gateway) -> std::process::ExitStatus {
 #[test]
 fn run_serves_api_and_answers_trunk_options_then_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let ports = Ports {
-        http: free_port(),
-        trunk: free_port(),
-        wa: free_port(),
-        sandbox_http: free_port(),
-        pbx_peer: free_port(),
-    };
+    let ports = Ports::fresh();
     let profiles = write_profiles(dir.path(), &ports);
     let mut gw = start(dir.path(), &profiles);
 
@@ -241,13 +248,7 @@ fn run_serves_api_and_answers_trunk_options_then_stops_on_sigterm() {
 #[test]
 fn run_refuses_a_broken_profile() {
     let dir = tempfile::tempdir().unwrap();
-    let ports = Ports {
-        http: free_port(),
-        trunk: free_port(),
-        wa: free_port(),
-        sandbox_http: free_port(),
-        pbx_peer: free_port(),
-    };
+    let ports = Ports::fresh();
     let profiles = write_profiles(dir.path(), &ports);
     let pbx = profiles.join("pbx.toml");
     let text = std::fs::read_to_string(&pbx).unwrap();
@@ -271,20 +272,13 @@ fn run_refuses_a_broken_profile() {
     );
 }
 
-/// A business-initiated INVITE from the PBX side runs through the whole path: SDP offer
-/// toward Meta built, TLS connect to `meta.connect` (nothing listens there: the sandbox's SIP
-/// edge is not part of `whatsip run` yet), a final failure back to the PBX, the call record
-/// written and the outcome counted.
+/// A business-initiated INVITE from the PBX side to a user without call permission: the
+/// in-process sandbox edge (Meta's rules) answers 403, the gateway relays it with a Reason, the
+/// call record is written and the outcome counted.
 #[test]
 fn business_initiated_call_without_permission_gets_403_and_a_record() {
     let dir = tempfile::tempdir().unwrap();
-    let ports = Ports {
-        http: free_port(),
-        trunk: free_port(),
-        wa: free_port(),
-        sandbox_http: free_port(),
-        pbx_peer: free_port(),
-    };
+    let ports = Ports::fresh();
     let profiles = write_profiles(dir.path(), &ports);
     let mut gw = start(dir.path(), &profiles);
     wait_http(&mut gw, ports.http, "/healthz");
@@ -620,13 +614,7 @@ fn user_initiated_call_over_tls_negotiates_sdp_on_both_legs() {
 #[test]
 fn business_initiated_call_reaches_the_sandbox_user_who_answers() {
     let dir = tempfile::tempdir().unwrap();
-    let ports = Ports {
-        http: free_port(),
-        trunk: free_port(),
-        wa: free_port(),
-        sandbox_http: free_port(),
-        pbx_peer: free_port(),
-    };
+    let ports = Ports::fresh();
     let profiles = write_profiles(dir.path(), &ports);
     let mut gw = start(dir.path(), &profiles);
     wait_http(&mut gw, ports.http, "/healthz");
