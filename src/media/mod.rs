@@ -7,6 +7,7 @@
 
 pub mod dtmf;
 pub mod opus;
+pub mod relay;
 pub mod rtcp;
 pub mod rtp;
 pub mod sdes;
