@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod media;
+
 use bytes::Bytes;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use tokio::sync::{mpsc, watch};
@@ -25,7 +27,7 @@ use crate::call::state::{
     CallConfig, CallDeps, CallState, ChallengeResponder, Direction, MediaError, Permission,
     RecordUpdate, SdpPlane,
 };
-use crate::config::{Config, PortRange, TlsIdentity, TrunkCodec};
+use crate::config::{Config, TlsIdentity, TrunkCodec};
 use crate::media::sdp::{self, AudioSession, Codec, LocalMedia, Offer};
 use crate::sip::auth::{DigestClient, RandomCnonce, meta_client};
 use crate::sip::endpoint::{Endpoint, EndpointConfig};
@@ -53,6 +55,8 @@ pub enum GatewayError {
     Transport(#[from] transport::TransportError),
     #[error("sandbox: {0}")]
     Sandbox(String),
+    #[error("media workers: {0}")]
+    Media(std::io::Error),
 }
 
 /// The gateway's certificate chain and key.
@@ -113,73 +117,6 @@ impl ChallengeResponder for DigestResponder {
     }
 }
 
-/// Hands out even RTP ports round-robin from a profile's range, never one still leased by a
-/// live call (the lease returns its port when the call's media helpers are dropped).
-#[derive(Debug, Clone)]
-struct PortPool(Arc<std::sync::Mutex<PoolState>>);
-
-#[derive(Debug)]
-struct PoolState {
-    range: PortRange,
-    next: u16,
-    used: std::collections::HashSet<u16>,
-}
-
-/// One call's RTP port (RTCP on the next odd port); released on drop.
-#[derive(Debug)]
-struct PortLease {
-    pool: PortPool,
-    port: u16,
-}
-
-impl Drop for PortLease {
-    fn drop(&mut self) {
-        self.pool.lock().used.remove(&self.port);
-    }
-}
-
-impl PortPool {
-    fn new(range: PortRange) -> PortPool {
-        PortPool(Arc::new(std::sync::Mutex::new(PoolState {
-            next: range.start,
-            range,
-            used: Default::default(),
-        })))
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The next free even port, or `None` when every even port of the range is leased.
-    fn take(&self) -> Option<PortLease> {
-        let mut st = self.lock();
-        let first = st.range.start.saturating_add(st.range.start % 2);
-        // RTCP takes the odd port above, which must be in the range too.
-        let last = st.range.end.saturating_sub(1);
-        if first > last {
-            return None;
-        }
-        let count = usize::from((last - first) / 2) + 1;
-        let mut p = st.next.saturating_add(st.next % 2);
-        for _ in 0..count {
-            if p > last || p < first {
-                p = first;
-            }
-            if st.used.insert(p) {
-                st.next = p.saturating_add(2);
-                drop(st);
-                return Some(PortLease {
-                    pool: self.clone(),
-                    port: p,
-                });
-            }
-            p = p.saturating_add(2);
-        }
-        None
-    }
-}
-
 fn media_error(e: sdp::SdpError) -> MediaError {
     MediaError {
         status: e.sip_status(),
@@ -199,7 +136,7 @@ struct SdpNegotiator {
     offer: Option<Offer>,
     /// The RTP ports in `wa_local` / `pbx_local`, held for the call's lifetime; `None` when
     /// the range was exhausted (every offer/answer then fails with 503).
-    leases: Option<(PortLease, PortLease)>,
+    leases: Option<(media::PortLease, media::PortLease)>,
 }
 
 impl SdpNegotiator {
@@ -275,9 +212,12 @@ fn pbx_codecs(codecs: &[TrunkCodec]) -> Vec<Codec> {
 }
 
 /// Builds each call's media and auth helpers from the profiles.
-fn deps_factory(cfg: Arc<Config>) -> impl FnMut(&CallConfig) -> CallDeps + Send {
-    let mut wa_ports: HashMap<String, PortPool> = HashMap::new();
-    let mut pbx_ports: HashMap<String, PortPool> = HashMap::new();
+fn deps_factory(
+    cfg: Arc<Config>,
+    table: media::SocketTable,
+) -> impl FnMut(&CallConfig) -> CallDeps + Send {
+    let mut wa_ports: HashMap<String, media::PortPool> = HashMap::new();
+    let mut pbx_ports: HashMap<String, media::PortPool> = HashMap::new();
     let mut session: u64 = 0;
     move |cc: &CallConfig| {
         session += 1;
@@ -320,7 +260,9 @@ fn deps_factory(cfg: Arc<Config>) -> impl FnMut(&CallConfig) -> CallDeps + Send 
         let wa_lease = wa.and_then(|p| {
             wa_ports
                 .entry(p.name.clone())
-                .or_insert_with(|| PortPool::new(p.media.rtp_ports))
+                .or_insert_with(|| {
+                    media::PortPool::new(p.media.rtp_ports, p.sip.listen.ip(), wa_ip, table.clone())
+                })
                 .take()
         });
         let wa_port = wa_lease.as_ref().map_or(0, |l| l.port);
@@ -334,7 +276,18 @@ fn deps_factory(cfg: Arc<Config>) -> impl FnMut(&CallConfig) -> CallDeps + Send 
         let pbx_lease = trunk.and_then(|t| {
             pbx_ports
                 .entry(t.name.clone())
-                .or_insert_with(|| PortPool::new(t.media.rtp_ports))
+                .or_insert_with(|| {
+                    let bind = t
+                        .listen
+                        .udp
+                        .iter()
+                        .chain(&t.listen.tcp)
+                        .chain(&t.listen.tls)
+                        .map(|a| a.ip())
+                        .next()
+                        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+                    media::PortPool::new(t.media.rtp_ports, bind, pbx_ip, table.clone())
+                })
                 .take()
         });
         let pbx_port = pbx_lease.as_ref().map_or(0, |l| l.port);
@@ -488,14 +441,15 @@ fn store_state(s: &CallState) -> store::CallState {
     }
 }
 
-/// Applies the router's record and state outputs to the registry (API, metrics) and the
-/// recorder. Media actions are logged: the relay is not wired yet.
+/// Applies the router's outputs: media actions to the media workers, record and state
+/// updates to the registry (API, metrics) and the recorder.
 async fn consume_outputs(
     mut rx: mpsc::Receiver<Output>,
     registry: api::CallRegistry,
     recorder: Recorder,
     prefix: String,
     cfg: Arc<Config>,
+    mut media: media::MediaControl,
 ) -> Recorder {
     let mut calls: HashMap<CallKey, Arc<ActiveCall>> = HashMap::new();
     while let Some(o) = rx.recv().await {
@@ -552,10 +506,12 @@ async fn consume_outputs(
                 }
             }
             Output::Media(k, action) => {
-                tracing::debug!(call = k.0, ?action, "media action (relay not wired yet)");
+                let counters = calls.get(&k).map(|c| c.media.shared()).unwrap_or_default();
+                media.apply(k, action, counters);
             }
         }
     }
+    media.shutdown();
     recorder
 }
 
@@ -751,11 +707,26 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     );
     pbx_ec.timers = timers;
     let (wa_ep, pbx_ep) = (Endpoint::new(wa_ec), Endpoint::new(pbx_ec));
+
+    // Media workers (the relay's packet path) and the sockets leased to calls.
+    let sockets = media::SocketTable::default();
+    let (media_tx, media_rx) = mpsc::unbounded_channel();
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let engine =
+        crate::media::io::MediaEngine::start(workers, media_tx).map_err(GatewayError::Media)?;
+    let media_control = media::MediaControl::new(
+        engine,
+        sockets.clone(),
+        media::Policy {
+            silence_keepalive: wa.media.silence_keepalive,
+            media_timeout: Duration::from_secs(u64::from(wa.media.media_timeout_s.max(1))),
+        },
+    );
     let router = Router::new(
         cfg.clone(),
         wa_ep,
         pbx_ep,
-        Box::new(deps_factory(cfg.clone())),
+        Box::new(deps_factory(cfg.clone(), sockets.clone())),
         {
             let mut perms = GraphPermissions::new(&cfg);
             Box::new(move |b: &str, u: &str| perms.lookup(b, u))
@@ -785,13 +756,15 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                 }),
         },
         out_tx,
-    );
+    )
+    .with_media_events(media_rx);
     let consumer = tokio::spawn(consume_outputs(
         out_rx,
         registry,
         recorder,
         prefix,
         cfg.clone(),
+        media_control,
     ));
     let sig_task = tokio::spawn(runtime.run(stop_rx.clone()));
     tracing::info!("gateway running");
@@ -824,11 +797,11 @@ mod tests {
     fn negotiator(wa_port: u16, pbx_port: u16) -> SdpNegotiator {
         let lo = IpAddr::from([127, 0, 0, 1]);
         let lease = |port| {
-            PortPool::new(PortRange {
+            let range = crate::config::PortRange {
                 start: port,
                 end: port + 1,
-            })
-            .take()
+            };
+            media::PortPool::new(range, lo, lo, media::SocketTable::default()).take()
         };
         SdpNegotiator {
             wa_local: LocalMedia::whatsapp(lo, wa_port, true),
@@ -840,10 +813,10 @@ mod tests {
 
     #[test]
     fn user_initiated_sdp_is_negotiated_on_both_legs() {
-        let mut n = negotiator(40000, 30000);
+        let mut n = negotiator(47100, 47102);
         let pbx_offer = n.pbx_offer(META_OFFER.as_bytes()).unwrap();
         let ours = AudioSession::parse(&pbx_offer).unwrap();
-        assert_eq!(ours.port, 30000);
+        assert_eq!(ours.port, 47102);
         assert_eq!(ours.proto.as_str(), "RTP/AVP");
         assert!(ours.crypto.is_empty());
         // The PBX answers PCMU from its own address.
@@ -852,7 +825,7 @@ mod tests {
             .wa_answer(META_OFFER.as_bytes(), pbx_answer.as_bytes())
             .unwrap();
         let a = AudioSession::parse(&wa_answer).unwrap();
-        assert_eq!(a.port, 40000);
+        assert_eq!(a.port, 47100);
         assert_eq!(a.proto.as_str(), "RTP/SAVP");
         assert!(
             a.codecs
@@ -865,11 +838,11 @@ mod tests {
 
     #[test]
     fn business_initiated_sdp_and_bad_answers() {
-        let mut n = negotiator(40002, 30002);
+        let mut n = negotiator(47104, 47106);
         let pbx_offer = "v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 8 0 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
         let wa_offer = n.wa_offer(pbx_offer.as_bytes()).unwrap();
         let o = AudioSession::parse(&wa_offer).unwrap();
-        assert_eq!(o.port, 40002);
+        assert_eq!(o.port, 47104);
         assert_eq!(o.proto.as_str(), "RTP/SAVP");
         assert!(!o.crypto.is_empty());
         // Meta answers with opus and its own key.
@@ -879,13 +852,13 @@ mod tests {
             .pbx_answer(pbx_offer.as_bytes(), meta_answer.as_bytes())
             .unwrap();
         let a = AudioSession::parse(&pbx_answer).unwrap();
-        assert_eq!(a.port, 30002);
+        assert_eq!(a.port, 47106);
         assert_eq!(
             a.codecs[0].payload_type, 0,
             "our preference (PCMU first), with the PBX's PT number"
         );
         // An answer without our offer, or garbage, is a SIP failure, not a panic.
-        let mut fresh = negotiator(40004, 30004);
+        let mut fresh = negotiator(47108, 47112);
         assert_eq!(
             fresh
                 .pbx_answer(pbx_offer.as_bytes(), b"v=0")
@@ -897,22 +870,9 @@ mod tests {
     }
 
     #[test]
-    fn rtp_ports_are_even_leased_and_returned() {
-        let pool = PortPool::new(PortRange {
-            start: 30001,
-            end: 30006,
-        });
-        let a = pool.take().unwrap();
-        let b = pool.take().unwrap();
-        assert_eq!((a.port, b.port), (30002, 30004));
-        assert!(pool.take().is_none(), "range exhausted");
-        drop(a);
-        let c = pool.take().unwrap();
-        assert_eq!(c.port, 30002);
-        drop(b);
-        assert_eq!(pool.take().unwrap().port, 30004);
+    fn without_rtp_ports_the_sdp_fails_with_503() {
         // Without ports a call's SDP fails with 503 instead of offering port 0.
-        let mut n = negotiator(40010, 30010);
+        let mut n = negotiator(47110, 47120);
         n.leases = None;
         assert_eq!(n.pbx_offer(META_OFFER.as_bytes()).unwrap_err().status, 503);
     }

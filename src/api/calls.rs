@@ -6,6 +6,7 @@
 //! state changes, a few times per call); its media counters are relaxed atomics, so the packet
 //! path never takes a lock. Numbers are kept whole (the operator's own API on loopback); log
 //! lines use `crate::redact::phone`.
+use crate::media::relay;
 use crate::metrics::Metrics;
 use crate::redact;
 use crate::store::{
@@ -14,53 +15,57 @@ use crate::store::{
 };
 use serde::Serialize;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-/// Per-call media counters, updated from the packet path.
-#[derive(Debug, Default)]
-pub struct MediaMeter {
-    wa_to_pbx_packets: AtomicU64,
-    wa_to_pbx_bytes: AtomicU64,
-    pbx_to_wa_packets: AtomicU64,
-    pbx_to_wa_bytes: AtomicU64,
-    decrypt_failures: AtomicU64,
-}
+/// Per-call media counters, updated from the packet path: the relay's own
+/// [`relay::MediaCounters`](crate::media::relay::MediaCounters), shared with the media worker
+/// that owns the call (relaxed atomics, no lock).
+#[derive(Debug, Default, Clone)]
+pub struct MediaMeter(Arc<relay::MediaCounters>);
 
 impl MediaMeter {
+    /// The counters the relay writes.
+    pub fn shared(&self) -> Arc<relay::MediaCounters> {
+        self.0.clone()
+    }
+
     /// One packet of `bytes` relayed from the WhatsApp leg to the PBX leg.
     #[inline]
     pub fn whatsapp_to_pbx(&self, bytes: usize) {
-        self.wa_to_pbx_packets.fetch_add(1, Ordering::Relaxed);
-        self.wa_to_pbx_bytes
+        self.0.wa_to_pbx_packets.fetch_add(1, Ordering::Relaxed);
+        self.0
+            .wa_to_pbx_bytes
             .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     /// One packet of `bytes` relayed from the PBX leg to the WhatsApp leg.
     #[inline]
     pub fn pbx_to_whatsapp(&self, bytes: usize) {
-        self.pbx_to_wa_packets.fetch_add(1, Ordering::Relaxed);
-        self.pbx_to_wa_bytes
+        self.0.pbx_to_wa_packets.fetch_add(1, Ordering::Relaxed);
+        self.0
+            .pbx_to_wa_bytes
             .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     /// One SRTP packet from Meta that failed authentication or decryption.
     #[inline]
     pub fn decrypt_failure(&self) {
-        self.decrypt_failures.fetch_add(1, Ordering::Relaxed);
+        self.0.decrypt_failures.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn snapshot(&self) -> MediaCounters {
+        let s = self.0.snapshot();
         MediaCounters {
             whatsapp_to_pbx: Flow {
-                packets: self.wa_to_pbx_packets.load(Ordering::Relaxed),
-                bytes: self.wa_to_pbx_bytes.load(Ordering::Relaxed),
+                packets: s.wa_to_pbx_packets,
+                bytes: s.wa_to_pbx_bytes,
             },
             pbx_to_whatsapp: Flow {
-                packets: self.pbx_to_wa_packets.load(Ordering::Relaxed),
-                bytes: self.pbx_to_wa_bytes.load(Ordering::Relaxed),
+                packets: s.pbx_to_wa_packets,
+                bytes: s.pbx_to_wa_bytes,
             },
-            decrypt_failures: self.decrypt_failures.load(Ordering::Relaxed),
+            decrypt_failures: s.decrypt_failures,
         }
     }
 }

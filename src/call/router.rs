@@ -163,6 +163,16 @@ impl Router {
         self.reap(now);
     }
 
+    /// The media relay of call `k` saw no media from Meta for its configured time: the call
+    /// ends on both legs (BYE with a Reason).
+    pub fn handle_media_timeout(&mut self, now: Instant, k: CallKey) {
+        if let Some(e) = self.calls.get_mut(&k) {
+            e.call.handle_event(now, LegEvent::MediaTimeout);
+        }
+        self.drain_call(now, k);
+        self.process(now);
+    }
+
     /// Handles every pending endpoint event of both legs (call after feeding messages).
     pub fn process(&mut self, now: Instant) {
         loop {

@@ -16,7 +16,9 @@ use crate::sip::endpoint::{Destination, Source, Transmit, TransportKind};
 use crate::sip::message::{Framing, Message};
 use crate::transport::{self, ConnId, Kind, Outgoing, Transport};
 
-use super::router::{Output, Router};
+use crate::media::io::EngineEvent;
+
+use super::router::{CallKey, Output, Router};
 use super::state::Leg;
 
 /// One side's transport and its event stream.
@@ -35,6 +37,7 @@ pub struct Runtime {
     wa: Side,
     pbx: Side,
     outputs: mpsc::Sender<Output>,
+    media: Option<mpsc::UnboundedReceiver<EngineEvent>>,
 }
 
 fn kind(t: TransportKind) -> Kind {
@@ -70,7 +73,14 @@ impl Runtime {
             wa,
             pbx,
             outputs,
+            media: None,
         }
+    }
+
+    /// Media timeouts reported by the media workers end their calls.
+    pub fn with_media_events(mut self, rx: mpsc::UnboundedReceiver<EngineEvent>) -> Runtime {
+        self.media = Some(rx);
+        self
     }
 
     fn side(&self, leg: Leg) -> &Side {
@@ -177,6 +187,18 @@ impl Runtime {
                 ev = self.pbx.events.recv(), if pbx_open => match ev {
                     Some(ev) => self.incoming(Leg::Pbx, ev),
                     None => pbx_open = false,
+                },
+                ev = async {
+                    match self.media.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => match ev {
+                    Some(EngineEvent::MediaTimeout { call, silent_for }) => {
+                        tracing::info!(call, ?silent_for, "no media from WhatsApp: ending the call");
+                        self.router.handle_media_timeout(Instant::now(), CallKey(call));
+                    }
+                    None => self.media = None,
                 },
                 () = sleep => self.router.handle_timeout(Instant::now()),
                 r = shutdown.changed() => if r.is_err() { break },

@@ -1023,9 +1023,15 @@ impl Call {
 
     /// BYE every confirmed dialog except the one on `except`, and end the call.
     fn teardown(&mut self, now: Instant, except: Option<Leg>, reason: EndReason) {
+        // The PBX learns why the gateway ended the call (RFC 3326): the SIP status when one
+        // caused it, else Q.850 41 (temporary failure: media timeout, dead leg).
+        let pbx_reason = match reason.sip_status {
+            Some(s) => translate::sip_reason(s, &reason.text),
+            None => translate::q850_reason(41, &reason.text),
+        };
         for leg in [Leg::WhatsApp, Leg::Pbx] {
             if Some(leg) != except {
-                self.send_bye(leg);
+                self.send_bye(leg, Some(&pbx_reason));
             }
         }
         let accepted = matches!(self.state, CallState::Accepted);
@@ -1057,7 +1063,8 @@ impl Call {
         self.set_state(now, state);
     }
 
-    fn send_bye(&mut self, leg: Leg) {
+    /// `pbx_reason`: a `Reason` value for a BYE toward the PBX (Meta always gets its own).
+    fn send_bye(&mut self, leg: Leg, pbx_reason: Option<&str>) {
         let dialog = if leg == self.in_leg {
             self.in_dialog.as_mut()
         } else {
@@ -1069,8 +1076,10 @@ impl Call {
         }
         let mut bye = d.new_request(Method::Bye);
         d.terminate();
-        if leg == Leg::WhatsApp {
-            bye.headers.push(HeaderName::Reason, meta_rules::BYE_REASON);
+        match (leg, pbx_reason) {
+            (Leg::WhatsApp, _) => bye.headers.push(HeaderName::Reason, meta_rules::BYE_REASON),
+            (Leg::Pbx, Some(r)) => bye.headers.push(HeaderName::Reason, r),
+            (Leg::Pbx, None) => {}
         }
         let id = self.next_req();
         self.pending.insert(id, Pending::Bye);
@@ -1445,7 +1454,7 @@ impl Call {
         let answer = match answer {
             Ok(a) => a,
             Err(e) => {
-                self.send_bye(leg);
+                self.send_bye(leg, None);
                 let f = MappedFailure {
                     status: e.status,
                     reason: translate::sip_reason(e.status, &e.text),

@@ -294,6 +294,15 @@ pub fn sip_reason(status: u16, phrase: &str) -> String {
     format!("SIP;cause={status};text=\"{text}\"")
 }
 
+/// `Q.850;cause=<cause>;text="<text>"` (RFC 3326) for endings without a SIP status.
+pub fn q850_reason(cause: u16, text: &str) -> String {
+    let text: String = text
+        .chars()
+        .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+        .collect();
+    format!("Q.850;cause={cause};text=\"{text}\"")
+}
+
 /// `399 <host> "<text>"`.
 pub fn warning_header(host: &str, text: &str) -> String {
     let t: String = text

@@ -6,6 +6,7 @@
 //! packet; per-SSRC state is created once per stream.
 
 pub mod dtmf;
+pub mod io;
 pub mod opus;
 pub mod relay;
 pub mod rtcp;

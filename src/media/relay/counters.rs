@@ -61,3 +61,8 @@ impl MediaCounters {
         }
     }
 }
+
+/// One packet dropped by the shell (send would block, no route).
+pub fn count_drop(c: &MediaCounters) {
+    bump(&c.dropped, 1);
+}

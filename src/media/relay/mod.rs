@@ -26,7 +26,7 @@ mod counters;
 mod spec;
 pub mod stream;
 
-pub use counters::{CounterSnapshot, MediaCounters};
+pub use counters::{CounterSnapshot, MediaCounters, count_drop};
 pub use spec::{Format, LegKeys, LegSpec, RelaySpec, SpecError};
 
 use std::collections::VecDeque;
@@ -507,7 +507,7 @@ impl RelayCall {
                 self.rtcp_in(side, data);
                 None
             }
-            (Side::WhatsApp, false) => self.from_whatsapp(now, data, out),
+            (Side::WhatsApp, false) => self.relay_from_whatsapp(now, data, out),
             (Side::Pbx, true) => {
                 if self.rtcp_in(side, data) && !self.latched_rtcp {
                     self.latched_rtcp = true;
@@ -515,7 +515,7 @@ impl RelayCall {
                 }
                 None
             }
-            (Side::Pbx, false) => self.from_pbx(now, from, data, out),
+            (Side::Pbx, false) => self.relay_from_pbx(now, from, data, out),
         }
     }
 
@@ -554,7 +554,12 @@ impl RelayCall {
         }
     }
 
-    fn from_whatsapp(&mut self, now: Instant, data: &mut [u8], out: &mut [u8]) -> Option<Transmit> {
+    fn relay_from_whatsapp(
+        &mut self,
+        now: Instant,
+        data: &mut [u8],
+        out: &mut [u8],
+    ) -> Option<Transmit> {
         let len = self.unprotect(Side::WhatsApp, data)?;
         let Ok(pkt) = RtpPacket::parse(&data[..len]) else {
             bump(&self.counters.dropped, 1);
@@ -587,7 +592,7 @@ impl RelayCall {
         })
     }
 
-    fn from_pbx(
+    fn relay_from_pbx(
         &mut self,
         now: Instant,
         from: SocketAddr,

@@ -1,0 +1,190 @@
+//! Media through `whatsip run`, end to end: a plain-RTP PBX (UDP SIP + an RTP socket) ↔ the
+//! gateway's relay ↔ the in-process sandbox's WhatsApp user (SDES SRTP, real Opus, decrypts
+//! and decodes everything it receives). Asserts packets and decoded audio on both sides,
+//! hold/refresh absorbed on the PBX leg with silence toward WhatsApp, and the media timeout.
+mod gateway_support;
+
+use gateway_support::*;
+use std::time::Duration;
+
+const USER: &str = "+15551234567";
+
+fn sandbox_call(ports: &Ports) -> serde_json::Value {
+    json(ports.sandbox_http, "/sandbox/calls")[0].clone()
+}
+
+fn sandbox_rx(ports: &Ports) -> u64 {
+    sandbox_call(ports)["media"]["rx_packets"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+fn received_invites(call: &serde_json::Value) -> usize {
+    call["sip"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .filter(|m| {
+                    m["dir"] == "received"
+                        && m["first_line"]
+                            .as_str()
+                            .is_some_and(|l| l.starts_with("INVITE "))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn set_user(ports: &Ports, body: &str) {
+    let (st, b) = http(ports.sandbox_http, "POST", "/sandbox/users", Some(body)).unwrap();
+    assert!(st < 300, "{st} {b}");
+}
+
+fn closed_record(ports: &Ports) -> serde_json::Value {
+    eventually(15, "a closed record", || {
+        json(ports.http, "/records")
+            .as_array()
+            .and_then(|a| a.first())
+            .filter(|r| r["open"] == false)
+            .cloned()
+    })
+}
+
+#[test]
+fn business_initiated_call_carries_audio_both_ways_and_survives_hold_and_refresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::fresh();
+    let profiles = write_profiles(dir.path(), &ports, |_, t| t);
+    let mut gw = start(dir.path(), &profiles);
+    wait_up(&mut gw, ports.http);
+    set_user(&ports, &format!(r#"{{"user":"{USER}","media":"tone"}}"#));
+
+    let mut pbx = Pbx::new(ports.trunk, ports.pbx_peer, "media1@pbx");
+    let (ok, prov) = pbx.invite(USER);
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    assert!(prov.iter().any(|p| p == "180"), "{prov:?}");
+    let gw_rtp = pbx.gw_rtp.unwrap();
+
+    // WhatsApp → PBX: the sandbox user's tone, relayed as plain RTP Opus from the port our
+    // SDP advertised, with the PBX's payload type.
+    let got = pbx.collect_rtp(1500);
+    let tone: Vec<_> = got.iter().filter(|p| p.0 == 111 && p.2 > 3).collect();
+    assert!(tone.len() >= 30, "tone packets at the PBX: {}", tone.len());
+    assert!(got.iter().all(|p| p.3 == gw_rtp), "RTP from our SDP port");
+
+    // PBX → WhatsApp: 50 tone frames; the sandbox decrypts and decodes them.
+    pbx.send_tone(50, 0x1111_0001, 100);
+    let call = eventually(5, "sandbox decoded the PBX's tone", || {
+        let c = sandbox_call(&ports);
+        (c["media"]["non_silent_rx_packets"].as_u64().unwrap_or(0) >= 40).then_some(c)
+    });
+    assert_eq!(call["media"]["decrypt_failures"], 0, "{call}");
+    let invites_before_hold = received_invites(&call);
+    assert!(invites_before_hold >= 1, "{call}");
+
+    // Hold by re-INVITE (sendonly): answered on the PBX leg, never sent to WhatsApp, and
+    // silence keeps flowing to WhatsApp while the PBX sends nothing.
+    let hold = pbx.request("INVITE", &pbx.sdp("sendonly"));
+    assert!(hold.starts_with("SIP/2.0 200"), "{hold}");
+    assert!(body(&hold).contains("a=recvonly"), "{hold}");
+    let before = sandbox_rx(&ports);
+    std::thread::sleep(Duration::from_millis(2000));
+    let during = sandbox_rx(&ports);
+    assert!(
+        during >= before + 50,
+        "silence toward WhatsApp during hold: {before} → {during}"
+    );
+    // A session refresh (UPDATE without SDP) is answered locally too.
+    let refresh = pbx.request("UPDATE", "");
+    assert!(refresh.starts_with("SIP/2.0 200"), "{refresh}");
+    // Unhold with a new PBX SSRC (music-on-hold style change): audio flows again.
+    let resume = pbx.request("INVITE", &pbx.sdp("sendrecv"));
+    assert!(resume.starts_with("SIP/2.0 200"), "{resume}");
+    let nonsilent_before = sandbox_call(&ports)["media"]["non_silent_rx_packets"]
+        .as_u64()
+        .unwrap();
+    pbx.send_tone(25, 0x2222_0002, 9);
+    eventually(5, "tone after unhold", || {
+        let c = sandbox_call(&ports);
+        (c["media"]["non_silent_rx_packets"].as_u64().unwrap_or(0) >= nonsilent_before + 20)
+            .then_some(())
+    });
+    let call = sandbox_call(&ports);
+    assert_eq!(
+        received_invites(&call),
+        invites_before_hold,
+        "no re-INVITE reached WhatsApp: {call}"
+    );
+    assert_eq!(call["media"]["decrypt_failures"], 0, "{call}");
+
+    let bye = pbx.request("BYE", "");
+    assert!(bye.starts_with("SIP/2.0 200"), "{bye}");
+    let record = closed_record(&ports);
+    assert_eq!(record["state"], "Completed", "{record}");
+    let m = &record["media"];
+    assert!(
+        m["pbx_to_whatsapp"]["packets"].as_u64().unwrap() >= 75 + 50,
+        "{record}"
+    );
+    assert!(
+        m["whatsapp_to_pbx"]["packets"].as_u64().unwrap() >= 30,
+        "{record}"
+    );
+    assert_eq!(m["decrypt_failures"], 0, "{record}");
+    let call = eventually(10, "sandbox call completed", || {
+        let c = sandbox_call(&ports);
+        (c["state"] == "completed").then_some(c)
+    });
+    assert_eq!(
+        call["violations"].as_array().map(Vec::len),
+        Some(0),
+        "{call}"
+    );
+    assert!(sigterm(&mut gw).success());
+}
+
+#[test]
+fn no_media_from_whatsapp_ends_the_call_on_both_legs() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::fresh();
+    let profiles = write_profiles(dir.path(), &ports, |name, t| {
+        if name == "whatsapp.toml" {
+            t.replace("media_timeout_s = 20", "media_timeout_s = 2")
+        } else {
+            t
+        }
+    });
+    let mut gw = start(dir.path(), &profiles);
+    wait_up(&mut gw, ports.http);
+    // The user answers but never sends media.
+    set_user(&ports, &format!(r#"{{"user":"{USER}","media":"silent"}}"#));
+    let mut pbx = Pbx::new(ports.trunk, ports.pbx_peer, "timeout1@pbx");
+    let (ok, _) = pbx.invite(USER);
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    let bye = loop {
+        let m = pbx.recv();
+        if m.starts_with("BYE ") {
+            break m;
+        }
+    };
+    let reason = header(&bye, "Reason").unwrap_or_default().to_owned();
+    assert!(reason.contains("media"), "BYE carries a Reason: {bye}");
+    let call = eventually(10, "sandbox leg ended", || {
+        let c = sandbox_call(&ports);
+        (c["state"] == "completed").then_some(c)
+    });
+    // The sandbox user was silent, but it received our packets (first packet + silence).
+    assert!(
+        call["media"]["rx_packets"].as_u64().unwrap() >= 50,
+        "{call}"
+    );
+    let record = closed_record(&ports);
+    assert!(
+        record["media"]["pbx_to_whatsapp"]["packets"]
+            .as_u64()
+            .unwrap()
+            >= 50,
+        "{record}"
+    );
+    assert!(sigterm(&mut gw).success());
+}
