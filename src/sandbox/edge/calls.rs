@@ -21,6 +21,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub const MAX_TRANSCRIPT: usize = 200;
 /// Out-of-call exchanges (refused requests, pending challenges) kept per edge.
 pub const MAX_EXCHANGES: usize = 500;
+/// Transcript entries kept per out-of-call exchange (a challenge and a retry with its
+/// retransmissions fit; a flood of one Call-ID does not grow it).
+pub const MAX_EXCHANGE_TRANSCRIPT: usize = 32;
 
 /// How a sandbox user answers a business-initiated call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -271,7 +274,7 @@ impl CallBookInner {
                 .map(str::to_string);
             x.warning = entry.header("Warning").map(str::to_string);
         }
-        if x.sip.len() < MAX_TRANSCRIPT {
+        if x.sip.len() < MAX_EXCHANGE_TRANSCRIPT {
             x.sip.push(entry);
         }
     }
@@ -498,5 +501,14 @@ mod tests {
         }
         assert_eq!(b.refused().len(), MAX_EXCHANGES);
         assert!(b.refused().iter().all(|r| r.call_id != "r1"));
+        for _ in 0..MAX_EXCHANGE_TRANSCRIPT + 8 {
+            b.record("flood", e("sent", "SIP/2.0 403 Forbidden", &[]));
+        }
+        let flood = b
+            .refused()
+            .into_iter()
+            .find(|r| r.call_id == "flood")
+            .unwrap();
+        assert_eq!(flood.sip.len(), MAX_EXCHANGE_TRANSCRIPT);
     }
 }
