@@ -22,12 +22,17 @@
 //!   challenges with MD5 (`--digest-algorithm md5`): baresip 1.0's libre only computes MD5
 //!   digests (and leaves `algorithm` out of its answer, RFC 2617's default). libre puts the
 //!   Request-URI in the digest `uri`, as the edge requires.
-//! - Record-Route: workaround — the sandbox runs with `--record-route loopback`. With Meta's
-//!   exact values (`wa.meta.vc`, `onevc-sip-proxy.fbinfra.net:8191`) baresip 1.0 sends the
-//!   ACK along the route set to those host names itself (the `outbound` proxy does not apply
-//!   to it), which cannot resolve offline: tried, the edge never received the ACK. The
-//!   loopback equivalents point at the edge and keep the route-set check (ACK/BYE must carry
-//!   both hops) in force.
+//! - Record-Route: Meta's exact values (`--record-route meta`: `wa.meta.vc`,
+//!   `onevc-sip-proxy.fbinfra.net:8191`). baresip 1.0 sends the ACK along the route set to
+//!   `wa.meta.vc` itself (the `outbound` proxy does not apply to in-dialog requests), so the
+//!   name must resolve: the test runs a tiny DNS responder on 127.0.0.1 ([`FakeDns`]) and
+//!   points baresip's `dns_server` at it (test only; the machine's resolver is untouched).
+//!   It answers what libre 1.1 asks for a `;transport=tls` route without a port (RFC 3263):
+//!   SRV `_sips._tcp.wa.meta.vc` → `0 0 <edge port> wa.meta.vc` (the edge listens on an
+//!   ephemeral port, not 5061), A `wa.meta.vc` / `onevc-sip-proxy.fbinfra.net` → 127.0.0.1,
+//!   empty answers for other types of those names and NXDOMAIN for anything else. libre then
+//!   finds its open TLS connection to that address and sends the ACK on it, carrying Meta's
+//!   route set, which the edge checks (a violation otherwise).
 //! - `audio_codecs=opus/48000/2`, `mediaenc=srtp-mand` (SDES, RTP/SAVP); the WAV is 48 kHz
 //!   stereo because baresip 1.0's `aufile` source refuses a channel count other than the
 //!   codec's.
@@ -58,6 +63,122 @@ fn wav_rms(path: &Path) -> (usize, f64) {
         .collect();
     let sum: f64 = samples.iter().map(|s| f64::from(*s) * f64::from(*s)).sum();
     (samples.len(), (sum / samples.len().max(1) as f64).sqrt())
+}
+
+/// A minimal authoritative DNS responder over UDP on 127.0.0.1 for Meta's SIP host names:
+/// A → 127.0.0.1, SRV `_sips._tcp.wa.meta.vc` → the edge's port; records every question
+/// (name, type) it got. Malformed datagrams are ignored.
+struct FakeDns {
+    addr: SocketAddr,
+    questions: std::sync::Arc<std::sync::Mutex<Vec<(String, u16)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+const META_HOSTS: [&str; 2] = ["wa.meta.vc", "onevc-sip-proxy.fbinfra.net"];
+const TYPE_A: u16 = 1;
+const TYPE_SRV: u16 = 33;
+
+impl FakeDns {
+    async fn start(edge_port: u16) -> FakeDns {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        let questions = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = questions.clone();
+        let task = tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            loop {
+                let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+                    return;
+                };
+                let Some((name, qtype, reply)) = Self::answer(&buf[..n], edge_port) else {
+                    continue;
+                };
+                seen.lock().unwrap().push((name, qtype));
+                let _ = sock.send_to(&reply, from).await;
+            }
+        });
+        FakeDns {
+            addr,
+            questions,
+            task,
+        }
+    }
+
+    fn questions(&self) -> Vec<(String, u16)> {
+        self.questions.lock().unwrap().clone()
+    }
+
+    /// (question name, type, response) for a one-question query.
+    fn answer(q: &[u8], edge_port: u16) -> Option<(String, u16, Vec<u8>)> {
+        if q.len() < 12 || q[2] & 0x80 != 0 || u16::from_be_bytes([q[4], q[5]]) != 1 {
+            return None;
+        }
+        let mut at = 12;
+        let mut labels = Vec::new();
+        loop {
+            let len = usize::from(*q.get(at)?);
+            at += 1;
+            if len == 0 {
+                break;
+            }
+            if len > 63 {
+                return None; // no compression in questions
+            }
+            labels.push(String::from_utf8_lossy(q.get(at..at + len)?).to_ascii_lowercase());
+            at += len;
+        }
+        let qtype = u16::from_be_bytes([*q.get(at)?, *q.get(at + 1)?]);
+        let question = q.get(12..at + 4)?;
+        let name = labels.join(".");
+        let mut answers: Vec<(u16, Vec<u8>)> = Vec::new();
+        let known = META_HOSTS.contains(&name.as_str());
+        let srv_of = name.strip_prefix("_sips._tcp.");
+        match qtype {
+            TYPE_A if known => answers.push((TYPE_A, vec![127, 0, 0, 1])),
+            TYPE_SRV if srv_of == Some("wa.meta.vc") => {
+                let mut rdata = Vec::new();
+                rdata.extend_from_slice(&0u16.to_be_bytes()); // priority
+                rdata.extend_from_slice(&0u16.to_be_bytes()); // weight
+                rdata.extend_from_slice(&edge_port.to_be_bytes());
+                for l in ["wa", "meta", "vc"] {
+                    rdata.push(l.len() as u8);
+                    rdata.extend_from_slice(l.as_bytes());
+                }
+                rdata.push(0);
+                answers.push((TYPE_SRV, rdata));
+            }
+            _ => {}
+        }
+        // NOERROR (empty) for other types of Meta's names, NXDOMAIN for anything else
+        let rcode: u8 = if known || srv_of == Some("wa.meta.vc") {
+            0
+        } else {
+            3
+        };
+        let mut r = Vec::with_capacity(512);
+        r.extend_from_slice(&q[..2]); // id
+        r.push(0x84 | (q[2] & 0x01)); // QR, AA, RD copied
+        r.push(0x80 | rcode); // RA, rcode
+        r.extend_from_slice(&1u16.to_be_bytes());
+        r.extend_from_slice(&(answers.len() as u16).to_be_bytes());
+        r.extend_from_slice(&[0, 0, 0, 0]);
+        r.extend_from_slice(question);
+        for (t, rdata) in answers {
+            r.extend_from_slice(&[0xc0, 0x0c]); // name: the question's
+            r.extend_from_slice(&t.to_be_bytes());
+            r.extend_from_slice(&1u16.to_be_bytes()); // IN
+            r.extend_from_slice(&60u32.to_be_bytes());
+            r.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+            r.extend_from_slice(&rdata);
+        }
+        Some((name, qtype, r))
+    }
+}
+
+impl Drop for FakeDns {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 async fn get_json(url: String) -> serde_json::Value {
@@ -100,11 +221,12 @@ async fn baresip_business_side_calls_a_sandbox_user_over_tls_sdes_opus() {
         Algorithm::Md5,
         5061,
         Duration::from_secs(10),
-        RouteStyle::Loopback("127.0.0.1:0".parse().unwrap()),
+        RouteStyle::Meta,
     )
     .await;
     let http = sb.running.http_addr;
     let edge = sb.edge();
+    let dns = FakeDns::start(edge.port()).await;
 
     // The host configured for the number: baresip's From host.
     let numbers = get_json(format!("http://{http}/sandbox/numbers")).await;
@@ -150,7 +272,9 @@ async fn baresip_business_side_calls_a_sandbox_user_over_tls_sdes_opus() {
              module_app\t\taccount.so\nmodule_app\t\tmenu.so\n\
              audio_source\t\taufile,{tone}\naudio_alert\t\taufile,/dev/null\n\
              snd_path\t\t{rec}\n\
-             net_interface\t\t127.0.0.1\nrtp_timeout\t\t0\n",
+             net_interface\t\t127.0.0.1\nrtp_timeout\t\t0\n\
+             dns_server\t\t{dns}\n",
+            dns = dns.addr,
             ca = sb.ca().display(),
             tone = tone.display(),
             rec = rec.display(),
@@ -295,11 +419,52 @@ async fn baresip_business_side_calls_a_sandbox_user_over_tls_sdes_opus() {
         !lower.contains("algorithm=") || lower.contains("algorithm=md5"),
         "{auth}"
     );
-    // (The 407 itself is not in the call book: a call is recorded from the authenticated
-    // INVITE on. The edge accepting the digest is the proof that the MD5 answer was right.)
+    // The call's transcript starts with the unauthenticated INVITE and the edge's MD5 407.
+    let first = &call["sip"][0];
     assert!(
-        lines.iter().any(|l| l.starts_with("ACK ")),
-        "no ACK: {lines:?}"
+        first["dir"] == "received"
+            && first["first_line"]
+                .as_str()
+                .is_some_and(|l| l.starts_with("INVITE "))
+            && header(first, "Proxy-Authorization").is_none(),
+        "{call:#}"
+    );
+    let challenge = call["sip"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["first_line"] == "SIP/2.0 407 Proxy Authentication Required")
+        .unwrap_or_else(|| panic!("no 407 in the transcript: {call:#}"));
+    let pa = header(challenge, "Proxy-Authenticate").unwrap();
+    assert!(pa.contains("algorithm=MD5"), "{pa}");
+    // The 2xx ACK reached the edge along Meta's route set, resolved through the fake DNS.
+    // (the ACK of the 407 goes to the outbound proxy like the INVITE; the 2xx ACK is the
+    // last one, to the edge's Contact)
+    let acks: Vec<&&serde_json::Value> = received
+        .iter()
+        .filter(|e| {
+            e["first_line"]
+                .as_str()
+                .is_some_and(|l| l.starts_with("ACK "))
+        })
+        .collect();
+    assert_eq!(acks.len(), 2, "ACK of the 407 and of the 200: {lines:?}");
+    assert!(
+        acks[1]["first_line"]
+            .as_str()
+            .is_some_and(|l| l.contains("@wa.meta.vc;transport=tls;ob;")),
+        "{lines:?}"
+    );
+    let route = header(acks[1], "Route").unwrap_or_default();
+    assert!(
+        route.starts_with("<sip:wa.meta.vc;transport=tls;lr>"),
+        "ACK Route: {route}"
+    );
+    let asked = dns.questions();
+    eprintln!("DNS questions: {asked:?}");
+    assert!(
+        asked.iter().any(|(n, _)| n.ends_with("wa.meta.vc")),
+        "baresip never asked the test's DNS for wa.meta.vc: {asked:?}"
     );
 
     // baresip's recording (sndfile's dump of the decoded stream) of the sandbox user's tone.

@@ -63,7 +63,79 @@ async fn alpn_sip_gets_alert_120_and_no_alpn_verifies_as_wa_meta_vc() {
     assert!(text.contains("No ALPN negotiated"), "{text}");
 }
 
+/// `GET /sandbox/refused` of `sb`'s control API.
+async fn refused(sb: &Sandbox) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://{}/sandbox/refused", sb.running.http_addr))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v.as_array()
+        .unwrap_or_else(|| panic!("not a list: {v:#}"))
+        .clone()
+}
+
+/// First lines of a transcript (`sip` array of the control API), as `dir first_line`.
+fn lines(sip: &serde_json::Value) -> Vec<String> {
+    sip.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["dir"].as_str().unwrap(),
+                e["first_line"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// Asserts the control API lists exactly one refused `method` with `status`, whose
+/// transcript holds the request as received and the answer as sent; returns it.
+async fn assert_refused(sb: &Sandbox, method: &str, status: u16) -> serde_json::Value {
+    let list = refused(sb).await;
+    assert_eq!(list.len(), 1, "{list:#?}");
+    let r = list[0].clone();
+    assert_eq!(r["method"], method, "{r:#}");
+    assert_eq!(r["status"], status, "{r:#}");
+    assert_eq!(r["id"], "ref-1", "{r:#}");
+    let l = lines(&r["sip"]);
+    assert!(
+        l.first()
+            .is_some_and(|f| f.starts_with(&format!("received {method} "))),
+        "{l:?}"
+    );
+    assert!(
+        l.iter()
+            .any(|x| x.starts_with(&format!("sent SIP/2.0 {status} "))),
+        "{l:?}"
+    );
+    assert!(
+        sb.running.edge.calls.list().is_empty(),
+        "a refusal is no call"
+    );
+    r
+}
+
 async fn refusal(method: &str, ruri: &str, from: &str, status: &str, expect: &str) {
+    let sb = refusal_on(method, ruri, from, status, expect).await;
+    let code: u16 = status.parse().unwrap();
+    if code < 300 {
+        // answered outside any call (OPTIONS): no refusal, no call
+        assert_eq!(refused(&sb).await, Vec::<serde_json::Value>::new());
+        assert!(sb.running.edge.calls.list().is_empty());
+    } else {
+        let r = assert_refused(&sb, method, code).await;
+        assert_eq!(r["request_uri"], ruri, "{r:#}");
+        assert!(r["from"].as_str().unwrap().contains(from), "{r:#}");
+    }
+}
+
+/// Runs the refusal scenario; returns the sandbox to inspect.
+async fn refusal_on(method: &str, ruri: &str, from: &str, status: &str, expect: &str) -> Sandbox {
     let sb = sandbox(Algorithm::Md5, 5061).await;
     let (_socat, port) = tls_wrapper(sb.edge(), &sb.ca()).await;
     let xml = scenario(
@@ -81,6 +153,7 @@ async fn refusal(method: &str, ruri: &str, from: &str, status: &str, expect: &st
         ok,
         "{method} {ruri} from {from}: expected {status} /{expect}/\n{log}"
     );
+    sb
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,6 +194,26 @@ async fn from_user_not_a_business_number_gets_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn from_host_not_configured_gets_403_with_metas_warning() {
+    let sb = refusal_on(
+        "INVITE",
+        OK_RURI,
+        "sip:+15550001111@pbx.example.net",
+        "403",
+        "SIP/2.0 403",
+    )
+    .await;
+    let r = assert_refused(&sb, "INVITE", 403).await;
+    assert_eq!(
+        r["reason"],
+        "SIP server pbx.example.net from INVITE does not match any SIP server configured for phone number id 106540352242922",
+        "{r:#}"
+    );
+    assert!(
+        r["warning"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("399 wa.meta.vc \"SIP server pbx.example.net")),
+        "{r:#}"
+    );
     refusal(
         "INVITE",
         OK_RURI,
@@ -214,6 +307,33 @@ async fn auth_refusal_uri(
     );
     let (ok, log) = run_sipp_args(&xml, port, &["-auth_uri", uri]).await;
     assert!(ok, "expected 403 /{expect}/\n{log}");
+    // on the wire and in the control API: INVITE → 407 → ACK → INVITE with credentials → 403
+    let r = assert_refused(&sb, "INVITE", 403).await;
+    let l = lines(&r["sip"]);
+    let at = |p: &str| {
+        l.iter()
+            .position(|x| x.starts_with(p))
+            .unwrap_or_else(|| panic!("{p} not in {l:?}"))
+    };
+    assert!(at("sent SIP/2.0 407") < at("sent SIP/2.0 403"), "{l:?}");
+    let invites = l
+        .iter()
+        .filter(|x| x.starts_with("received INVITE "))
+        .count();
+    assert_eq!(invites, 2, "{l:?}");
+    let with_creds = r["sip"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["headers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|h| h[0] == "Proxy-Authorization")
+        })
+        .count();
+    assert_eq!(with_creds, 1, "{r:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -311,6 +431,24 @@ async fn business_initiated_call_with_digest_connects_and_mirrors_payload_types(
             "<sip:wa.meta.vc;transport=tls;lr>"
         ]
     );
+    // the transcript starts with the INVITE before the challenge, its 407 and the ACK
+    let head: Vec<(&str, &str)> = call
+        .sip
+        .iter()
+        .take(4)
+        .map(|e| (e.dir.as_str(), e.first_line.as_str()))
+        .filter(|(_, l)| !l.starts_with("SIP/2.0 100"))
+        .collect();
+    assert!(
+        head.len() >= 3
+            && head[0].0 == "received"
+            && head[0].1.starts_with("INVITE ")
+            && head[1] == ("sent", "SIP/2.0 407 Proxy Authentication Required")
+            && head[2].0 == "received"
+            && head[2].1.starts_with("ACK "),
+        "{head:?}"
+    );
+    assert!(call.sip[0].header("Proxy-Authorization").is_none());
     let statuses: Vec<&str> = call
         .sip
         .iter()

@@ -260,6 +260,23 @@ pub fn answer_offer(
     offered: &[CryptoAttribute],
     preference: &[SrtpProfile],
 ) -> Result<SdesAnswer, SdesError> {
+    answer_offer_keyed(offered, preference, &mut MasterKey::random)
+}
+
+/// [`answer_offer`] with our key drawn from `rng` instead of the OS-seeded thread RNG.
+pub fn answer_offer_with_rng<R: rand::CryptoRng + ?Sized>(
+    offered: &[CryptoAttribute],
+    preference: &[SrtpProfile],
+    rng: &mut R,
+) -> Result<SdesAnswer, SdesError> {
+    answer_offer_keyed(offered, preference, &mut |p| MasterKey::from_rng(p, rng))
+}
+
+fn answer_offer_keyed(
+    offered: &[CryptoAttribute],
+    preference: &[SrtpProfile],
+    new_key: &mut dyn FnMut(SrtpProfile) -> MasterKey,
+) -> Result<SdesAnswer, SdesError> {
     for want in preference {
         for offer in offered {
             if offer.suite != CryptoSuite::Known(*want) || !offer.session_params.is_empty() {
@@ -268,7 +285,7 @@ pub fn answer_offer(
             let Ok((remote_key, remote_mki)) = offer.master_key() else {
                 continue;
             };
-            let local_key = MasterKey::random(*want);
+            let local_key = new_key(*want);
             return Ok(SdesAnswer {
                 answer: CryptoAttribute::new(offer.tag, &local_key),
                 remote_key,
@@ -282,11 +299,26 @@ pub fn answer_offer(
 
 /// Offer lines (tags 1..) with a fresh key per suite; returns the attributes and keys.
 pub fn make_offer(suites: &[SrtpProfile]) -> Vec<(CryptoAttribute, MasterKey)> {
+    make_offer_keyed(suites, &mut MasterKey::random)
+}
+
+/// [`make_offer`] with the keys drawn from `rng` instead of the OS-seeded thread RNG.
+pub fn make_offer_with_rng<R: rand::CryptoRng + ?Sized>(
+    suites: &[SrtpProfile],
+    rng: &mut R,
+) -> Vec<(CryptoAttribute, MasterKey)> {
+    make_offer_keyed(suites, &mut |p| MasterKey::from_rng(p, rng))
+}
+
+fn make_offer_keyed(
+    suites: &[SrtpProfile],
+    new_key: &mut dyn FnMut(SrtpProfile) -> MasterKey,
+) -> Vec<(CryptoAttribute, MasterKey)> {
     suites
         .iter()
         .zip(1u32..)
         .map(|(p, tag)| {
-            let k = MasterKey::random(*p);
+            let k = new_key(*p);
             (CryptoAttribute::new(tag, &k), k)
         })
         .collect()
@@ -312,6 +344,40 @@ mod tests {
 
     const RFC4568_EXAMPLE: &str =
         "1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|2^20|1:4";
+
+    #[test]
+    fn seeded_rng_repeats_offer_and_answer_keys_and_other_seeds_differ() {
+        use rand::SeedableRng;
+        let suites = [SrtpProfile::AesCm128HmacSha1_80, SrtpProfile::AeadAes128Gcm];
+        let offer = |seed: u64| {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            make_offer_with_rng(&suites, &mut rng)
+                .iter()
+                .map(|(a, _)| a.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(offer(1), offer(1));
+        assert_ne!(offer(1), offer(2));
+        // the two suites of one offer get different keys
+        let o = offer(1);
+        assert_ne!(o[0].split("inline:").nth(1), o[1].split("inline:").nth(1));
+        let offered: Vec<CryptoAttribute> =
+            make_offer(&suites).into_iter().map(|(a, _)| a).collect();
+        let answer = |seed: u64| {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            answer_offer_with_rng(&offered, &[SrtpProfile::AeadAes128Gcm], &mut rng)
+                .unwrap()
+                .answer
+                .to_string()
+        };
+        assert_eq!(answer(5), answer(5));
+        assert_ne!(answer(5), answer(6));
+        assert!(
+            answer(5).starts_with("2 AEAD_AES_128_GCM inline:"),
+            "{}",
+            answer(5)
+        );
+    }
 
     #[test]
     fn parses_rfc4568_example() {

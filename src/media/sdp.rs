@@ -843,6 +843,18 @@ pub struct Negotiated {
 
 /// Build an offer from `local` (fresh SDES keys when `proto` is SRTP).
 pub fn build_offer(local: &LocalMedia) -> Offer {
+    build_offer_keyed(local, &mut sdes::make_offer)
+}
+
+/// [`build_offer`] with the SDES keys drawn from `rng` instead of the OS-seeded thread RNG
+/// (the sandbox's deterministic mode; the gateway keeps [`build_offer`]).
+pub fn build_offer_with_rng<R: rand::CryptoRng + ?Sized>(local: &LocalMedia, rng: &mut R) -> Offer {
+    build_offer_keyed(local, &mut |suites| sdes::make_offer_with_rng(suites, rng))
+}
+
+type OfferKeys<'a> = dyn FnMut(&[SrtpProfile]) -> Vec<(CryptoAttribute, MasterKey)> + 'a;
+
+fn build_offer_keyed(local: &LocalMedia, make_keys: &mut OfferKeys<'_>) -> Offer {
     let mut sdp = local.base(local.proto.clone());
     sdp.codecs = local.codecs.clone();
     for (i, rate) in local.dtmf_clock_rates.iter().enumerate() {
@@ -850,7 +862,7 @@ pub fn build_offer(local: &LocalMedia) -> Offer {
         sdp.codecs.push(Codec::telephone_event(pt, *rate));
     }
     let keys = if local.proto.is_sdes() {
-        sdes::make_offer(&local.srtp_suites)
+        make_keys(&local.srtp_suites)
     } else {
         Vec::new()
     };
@@ -879,6 +891,29 @@ fn supported_proto(p: &Proto) -> Result<(), SdpError> {
 pub fn build_answer(
     offer: &AudioSession,
     local: &LocalMedia,
+) -> Result<(AudioSession, Negotiated), SdpError> {
+    build_answer_keyed(offer, local, &mut sdes::answer_offer)
+}
+
+/// [`build_answer`] with our SDES key drawn from `rng` instead of the OS-seeded thread RNG
+/// (the sandbox's deterministic mode; the gateway keeps [`build_answer`]).
+pub fn build_answer_with_rng<R: rand::CryptoRng + ?Sized>(
+    offer: &AudioSession,
+    local: &LocalMedia,
+    rng: &mut R,
+) -> Result<(AudioSession, Negotiated), SdpError> {
+    build_answer_keyed(offer, local, &mut |offered, suites| {
+        sdes::answer_offer_with_rng(offered, suites, rng)
+    })
+}
+
+type AnswerKeys<'a> =
+    dyn FnMut(&[CryptoAttribute], &[SrtpProfile]) -> Result<SdesAnswer, SdesError> + 'a;
+
+fn build_answer_keyed(
+    offer: &AudioSession,
+    local: &LocalMedia,
+    answer_keys: &mut AnswerKeys<'_>,
 ) -> Result<(AudioSession, Negotiated), SdpError> {
     if offer.port == 0 {
         return Err(SdpError::Rejected);
@@ -932,7 +967,7 @@ pub fn build_answer(
             remote_key,
             remote_mki,
             local_key,
-        } = sdes::answer_offer(&offer.crypto, &local.srtp_suites)?;
+        } = answer_keys(&offer.crypto, &local.srtp_suites)?;
         sdp.crypto = vec![answer];
         Some(SrtpKeys {
             local: local_key,

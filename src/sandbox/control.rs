@@ -1,6 +1,6 @@
 //! The sandbox control API (merged into the sandbox HTTP router next to the Graph twin):
 //! place user-initiated calls, define users (permission and how they answer), read calls
-//! (state, media counters, SIP transcript, violations). Documented in `docs/sandbox.md`.
+//! (state, media counters, SIP transcript, violations) and refused out-of-call requests. Documented in `docs/sandbox.md`.
 //!
 //! Guarantees: every refusal is a JSON `{"error": "..."}` with a 4xx status; nothing here
 //! blocks on SIP beyond handing the command to the edge task.
@@ -24,6 +24,7 @@ pub fn router(edge: EdgeHandle) -> Router {
         .route("/sandbox/calls/{id}", get(get_call))
         .route("/sandbox/calls/{id}/hangup", post(hangup))
         .route("/sandbox/users", post(set_user).get(list_users))
+        .route("/sandbox/refused", get(list_refused))
         .route("/sandbox/edge", get(edge_info))
         .with_state(edge)
 }
@@ -46,6 +47,10 @@ async fn place_call(State(edge): State<EdgeHandle>, body: Option<Json<PlaceCall>
 
 async fn list_calls(State(edge): State<EdgeHandle>) -> Response {
     Json(edge.calls.list()).into_response()
+}
+
+async fn list_refused(State(edge): State<EdgeHandle>) -> Response {
+    Json(edge.calls.refused()).into_response()
 }
 
 async fn get_call(State(edge): State<EdgeHandle>, Path(id): Path<String>) -> Response {

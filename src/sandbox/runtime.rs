@@ -13,8 +13,12 @@
 //!   password, check that the 200 OK echoes Record-Route unchanged (a violation otherwise),
 //!   ACK and hang up with `x-wa-meta-call-duration`; unanswered calls are CANCELled after
 //!   `unanswered_timeout`.
-//! - Every message of a known call is recorded in its transcript; waits are bounded by
-//!   transaction timers or the call's own deadlines.
+//! - Every message on the wire is recorded: in its call's transcript, or (refused requests,
+//!   challenges before a call exists) in the call book's out-of-call exchange of its Call-ID;
+//!   waits are bounded by transaction timers or the call's own deadlines.
+//! - With a seed, the users' SDES keys come from a generator seeded per call (with
+//!   `rtp_ports`, two runs of a scenario advertise byte-identical SDP); without one, from the
+//!   OS-seeded RNG.
 use crate::media::sdp::{self, AudioSession, LocalMedia};
 use crate::sandbox::SandboxState;
 use crate::sandbox::ca::SandboxCa;
@@ -62,6 +66,10 @@ pub struct RuntimeConfig {
     pub unanswered_timeout: Duration,
     /// Extra CA certificates (PEM) trusted when connecting to gateways, besides the sandbox CA.
     pub extra_roots_pem: Option<Vec<u8>>,
+    /// UDP ports for the users' RTP sockets: calls take the even ports of this range in turn
+    /// (wrapping, skipping busy ones). `None`: any free even port from the OS. With a seed and
+    /// a range, two runs of the same scenario advertise the same SDP byte for byte.
+    pub rtp_ports: Option<std::ops::RangeInclusive<u16>>,
 }
 
 impl Default for RuntimeConfig {
@@ -79,6 +87,7 @@ impl Default for RuntimeConfig {
             )]),
             unanswered_timeout: Duration::from_secs(60),
             extra_roots_pem: None,
+            rtp_ports: None,
         }
     }
 }
@@ -229,6 +238,7 @@ pub async fn start_edge_with_media(
         edge_addr,
         seed,
         counter: 0,
+        rtp_next: 0,
         uas: HashMap::new(),
         uac: HashMap::new(),
         timers: Vec::new(),
@@ -373,6 +383,8 @@ struct Core {
     edge_addr: SocketAddr,
     seed: u64,
     counter: u64,
+    /// Offset in `config.rtp_ports` of the next RTP port to try.
+    rtp_next: u32,
     /// By SIP Call-ID.
     uas: HashMap<String, UasCall>,
     uac: HashMap<String, UacCall>,
@@ -729,7 +741,7 @@ impl Core {
         let mut slot = MediaSlot::default();
         let answer_sdp = match AudioSession::parse(&req.body) {
             Ok(offer) => {
-                let Some((socket, port)) = bind_media(self.edge_addr.ip()) else {
+                let Some((socket, port)) = self.bind_media() else {
                     let r = Refusal {
                         status: 503,
                         reason: "Service Unavailable".into(),
@@ -740,7 +752,11 @@ impl Core {
                 };
                 slot.socket = Some(socket);
                 let local = LocalMedia::whatsapp(self.edge_addr.ip(), port, g711);
-                match sdp::build_answer(&offer, &local) {
+                let built = match self.key_rng() {
+                    Some(mut rng) => sdp::build_answer_with_rng(&offer, &local, &mut rng),
+                    None => sdp::build_answer(&offer, &local),
+                };
+                match built {
                     Ok((answer, neg)) => {
                         media.remote_rtp = Some(neg.remote_rtp.to_string());
                         media.local_rtp =
@@ -787,8 +803,12 @@ impl Core {
         );
         self.calls.with_call_id(&cid, |r| {
             r.media = media;
-            r.sip
-                .push(entry("received", &Message::Request(req.clone()), 0));
+            // `incoming` recorded the INVITE (and any 407 before it) under its Call-ID, which
+            // `create` moved here; only an evicted exchange leaves the transcript empty
+            if r.sip.is_empty() {
+                r.sip
+                    .push(entry("received", &Message::Request(req.clone()), 0));
+            }
         });
         let key = self
             .state
@@ -1200,13 +1220,16 @@ impl Core {
             inv.headers
                 .push(HeaderName::parse("x-wa-meta-deeplink-payload"), p.clone());
         }
-        let (socket, port) = bind_media(self.edge_addr.ip()).ok_or("cannot bind an RTP socket")?;
+        let (socket, port) = self.bind_media().ok_or("cannot bind an RTP socket")?;
         let local = LocalMedia::whatsapp(
             self.edge_addr.ip(),
             port,
             !target.additional_codecs.is_empty(),
         );
-        let offer = sdp::build_offer(&local);
+        let offer = match self.key_rng() {
+            Some(mut rng) => sdp::build_offer_with_rng(&local, &mut rng),
+            None => sdp::build_offer(&local),
+        };
         inv.headers.push(HeaderName::ContentType, "application/sdp");
         inv.body = offer.sdp.to_sdp().into_bytes().into();
         let dest = Target {
@@ -1547,6 +1570,46 @@ fn bind_media(ip: IpAddr) -> Option<(std::net::UdpSocket, u16)> {
 }
 
 impl Core {
+    /// In deterministic mode (`seed` given), the generator for the next call's SDES keys:
+    /// ChaCha12 keyed by SHA-256 of the seed and a call counter, so a run repeats its keys.
+    /// Without a seed, `None`: keys come from the OS-seeded RNG, as the gateway's do.
+    fn key_rng(&mut self) -> Option<rand::rngs::StdRng> {
+        use rand::SeedableRng;
+        self.config.seed?;
+        let n = self.next_n();
+        Some(rand::rngs::StdRng::from_seed(sha2_bytes(&format!(
+            "srtp-keys-{}-{n}",
+            self.seed
+        ))))
+    }
+
+    /// An RTP socket on the edge's address: from `config.rtp_ports` in turn, else any even
+    /// port the OS gives.
+    fn bind_media(&mut self) -> Option<(std::net::UdpSocket, u16)> {
+        let ip = self.edge_addr.ip();
+        let Some(range) = self.config.rtp_ports.clone() else {
+            return bind_media(ip);
+        };
+        let first = range.start().checked_add(range.start() % 2)?;
+        if first > *range.end() {
+            return None;
+        }
+        let evens = u32::from(range.end() - first) / 2 + 1;
+        for i in 0..evens {
+            let k = (self.rtp_next + i) % evens;
+            let Ok(port) = u16::try_from(u32::from(first) + 2 * k) else {
+                continue;
+            };
+            if let Ok(s) = std::net::UdpSocket::bind(SocketAddr::new(ip, port))
+                && s.set_nonblocking(true).is_ok()
+            {
+                self.rtp_next = (k + 1) % evens;
+                return Some((s, port));
+            }
+        }
+        None
+    }
+
     fn ssrc(&mut self) -> u32 {
         let n = self.next_n();
         let h = sha2_bytes(&format!("ssrc-{}-{n}", self.seed));

@@ -170,6 +170,15 @@ impl MasterKey {
         Self { profile, bytes }
     }
 
+    /// Key and salt drawn from `rng`: [`MasterKey::random`] with the generator chosen by the
+    /// caller (the sandbox passes a seeded one so that deterministic runs repeat their SDP).
+    pub fn from_rng<R: rand::CryptoRng + ?Sized>(profile: SrtpProfile, rng: &mut R) -> Self {
+        let mut bytes = [0u8; 46];
+        let n = profile.master_key_len() + profile.master_salt_len();
+        rng.fill_bytes(&mut bytes[..n]);
+        Self { profile, bytes }
+    }
+
     pub fn profile(&self) -> SrtpProfile {
         self.profile
     }

@@ -2,15 +2,28 @@
 //! it carried (transcript), media counters and the Meta rules the gateway broke; and how each
 //! sandbox user answers business-initiated calls.
 //!
+//! Every message on the wire is recorded: messages of a call in its transcript; messages
+//! whose Call-ID is not (yet) a call in an *out-of-call exchange* per Call-ID. When a call is
+//! created for that Call-ID (an INVITE accepted after its 407), the exchange becomes the head
+//! of the call's transcript; an exchange the edge ends with a final status ≥ 300 and that never
+//! becomes a call is a *refused request* ([`CallBook::refused`], `GET /sandbox/refused`);
+//! one answered 2xx outside a call (OPTIONS) is dropped.
+//!
 //! Guarantees: plain shared data (one mutex, never held across an await); ids are
-//! `sbx-<n>` in creation order, so runs with the same inputs produce the same ids; the
-//! transcript is capped per call.
+//! `sbx-<n>` / `ref-<n>` in creation order, so runs with the same inputs produce the same
+//! ids; transcripts are capped per call and per exchange, and at most [`MAX_EXCHANGES`]
+//! exchanges are kept (the oldest go first).
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Transcript entries kept per call.
 pub const MAX_TRANSCRIPT: usize = 200;
+/// Out-of-call exchanges (refused requests, pending challenges) kept per edge.
+pub const MAX_EXCHANGES: usize = 500;
+/// Transcript entries kept per out-of-call exchange (a challenge and a retry with its
+/// retransmissions fit; a flood of one Call-ID does not grow it).
+pub const MAX_EXCHANGE_TRANSCRIPT: usize = 32;
 
 /// How a sandbox user answers a business-initiated call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -117,7 +130,7 @@ pub struct MediaCounters {
 pub struct SipEntry {
     /// `sent` or `received` (from the edge's point of view).
     pub dir: String,
-    /// Milliseconds since the call record was created.
+    /// Milliseconds since the edge started.
     pub at_ms: u64,
     /// Request line or status line.
     pub first_line: String,
@@ -151,12 +164,120 @@ pub struct CallRecord {
     pub violations: Vec<String>,
 }
 
+impl SipEntry {
+    /// The status of a response entry (`SIP/2.0 407 …` → 407).
+    pub fn status(&self) -> Option<u16> {
+        let rest = self.first_line.strip_prefix("SIP/2.0 ")?;
+        rest.get(..3)?.parse().ok()
+    }
+
+    /// The first header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// An out-of-call exchange: the messages of one Call-ID that is not a call. Listed by
+/// `GET /sandbox/refused` once the edge answered it with a final status ≥ 300.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedRequest {
+    /// `ref-<n>` in order of the exchange's first message.
+    pub id: String,
+    pub call_id: String,
+    /// Method and Request-URI of the exchange's first request (empty when it began with a
+    /// stray response).
+    pub method: String,
+    pub request_uri: String,
+    /// `From` and `To` header values of that request, as received.
+    pub from: String,
+    pub to: String,
+    /// The last final status the edge sent (407 for a challenge nobody answered, 403, …).
+    pub status: Option<u16>,
+    pub reason: Option<String>,
+    /// That response's `Warning` value, if any (Meta's explanation, e.g. `399 wa.meta.vc "…"`).
+    pub warning: Option<String>,
+    /// Every message of the exchange, as in a call's transcript.
+    pub sip: Vec<SipEntry>,
+}
+
 #[derive(Debug, Default)]
 pub struct CallBookInner {
     next: u64,
     pub calls: BTreeMap<u64, CallRecord>,
     by_call_id: BTreeMap<String, u64>,
     pub users: BTreeMap<String, UserBehaviour>,
+    next_exchange: u64,
+    exchanges: BTreeMap<u64, RefusedRequest>,
+    by_exchange_call_id: BTreeMap<String, u64>,
+}
+
+impl CallBookInner {
+    /// Records `entry` of an out-of-call Call-ID.
+    fn record_exchange(&mut self, call_id: &str, entry: SipEntry) {
+        let n = match self.by_exchange_call_id.get(call_id) {
+            Some(n) => *n,
+            None => {
+                self.next_exchange += 1;
+                let n = self.next_exchange;
+                let (method, request_uri) = match entry.status() {
+                    Some(_) => (String::new(), String::new()),
+                    None => {
+                        let mut parts = entry.first_line.split(' ');
+                        (
+                            parts.next().unwrap_or_default().to_string(),
+                            parts.next().unwrap_or_default().to_string(),
+                        )
+                    }
+                };
+                self.exchanges.insert(
+                    n,
+                    RefusedRequest {
+                        id: format!("ref-{n}"),
+                        call_id: call_id.to_string(),
+                        method,
+                        request_uri,
+                        from: entry.header("From").unwrap_or_default().to_string(),
+                        to: entry.header("To").unwrap_or_default().to_string(),
+                        status: None,
+                        reason: None,
+                        warning: None,
+                        sip: Vec::new(),
+                    },
+                );
+                self.by_exchange_call_id.insert(call_id.to_string(), n);
+                while self.exchanges.len() > MAX_EXCHANGES {
+                    if let Some((_, old)) = self.exchanges.pop_first() {
+                        self.by_exchange_call_id.remove(&old.call_id);
+                    }
+                }
+                n
+            }
+        };
+        let final_status = entry.status().filter(|s| *s >= 200 && entry.dir == "sent");
+        if final_status.is_some_and(|s| s < 300) {
+            // answered outside any call (OPTIONS 200): not a refusal, nothing to keep
+            self.exchanges.remove(&n);
+            self.by_exchange_call_id.remove(call_id);
+            return;
+        }
+        let Some(x) = self.exchanges.get_mut(&n) else {
+            return;
+        };
+        if let Some(status) = final_status {
+            x.status = Some(status);
+            x.reason = entry
+                .first_line
+                .get("SIP/2.0 123 ".len()..)
+                .map(str::to_string);
+            x.warning = entry.header("Warning").map(str::to_string);
+        }
+        if x.sip.len() < MAX_EXCHANGE_TRANSCRIPT {
+            x.sip.push(entry);
+        }
+    }
 }
 
 /// Shared call book (cheap to clone).
@@ -178,6 +299,11 @@ impl CallBook {
         b.next += 1;
         let n = b.next;
         let id = format!("sbx-{n}");
+        // what the Call-ID carried before it became a call (the INVITE, its 407, the ACK)
+        let earlier = match b.by_exchange_call_id.remove(call_id) {
+            Some(x) => b.exchanges.remove(&x).map(|x| x.sip).unwrap_or_default(),
+            None => Vec::new(),
+        };
         b.calls.insert(
             n,
             CallRecord {
@@ -192,7 +318,7 @@ impl CallBook {
                 end_reason: None,
                 duration_s: None,
                 media: MediaCounters::default(),
-                sip: Vec::new(),
+                sip: earlier,
                 violations: Vec::new(),
             },
         );
@@ -229,13 +355,31 @@ impl CallBook {
         self.lock().by_call_id.contains_key(call_id)
     }
 
-    /// Appends a transcript entry to the call with `call_id` (ignored for unknown calls).
+    /// Appends a transcript entry to the call with `call_id`, or to the out-of-call exchange
+    /// of that Call-ID when it is no call (yet).
     pub fn record(&self, call_id: &str, entry: SipEntry) {
-        self.with_call_id(call_id, |c| {
-            if c.sip.len() < MAX_TRANSCRIPT {
-                c.sip.push(entry);
+        let mut b = self.lock();
+        match b.by_call_id.get(call_id).copied() {
+            Some(n) => {
+                if let Some(c) = b.calls.get_mut(&n)
+                    && c.sip.len() < MAX_TRANSCRIPT
+                {
+                    c.sip.push(entry);
+                }
             }
-        });
+            None => b.record_exchange(call_id, entry),
+        }
+    }
+
+    /// Refused requests: out-of-call exchanges the edge ended with a final status ≥ 300,
+    /// oldest first.
+    pub fn refused(&self) -> Vec<RefusedRequest> {
+        self.lock()
+            .exchanges
+            .values()
+            .filter(|x| x.status.is_some())
+            .cloned()
+            .collect()
     }
 
     pub fn violation(&self, call_id: &str, text: impl Into<String>) {
@@ -273,5 +417,98 @@ mod tests {
         assert_eq!(b.get("sbx-2").unwrap().violations, vec!["x".to_string()]);
         assert!(b.get("sbx-3").is_none() && b.get("nope").is_none());
         assert_eq!(b.behaviour("155"), UserBehaviour::default());
+    }
+
+    fn e(dir: &str, line: &str, headers: &[(&str, &str)]) -> SipEntry {
+        SipEntry {
+            dir: dir.into(),
+            at_ms: 0,
+            first_line: line.into(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body: String::new(),
+        }
+    }
+
+    #[test]
+    fn out_of_call_messages_become_refusals_or_the_head_of_a_call() {
+        let b = CallBook::new();
+        // REGISTER → 403: a refusal with its transcript
+        b.record(
+            "r1",
+            e(
+                "received",
+                "REGISTER sip:wa.meta.vc SIP/2.0",
+                &[("From", "<sip:a@b>;tag=1")],
+            ),
+        );
+        assert!(b.refused().is_empty(), "no final answer yet");
+        b.record(
+            "r1",
+            e(
+                "sent",
+                "SIP/2.0 403 Forbidden",
+                &[("Warning", "399 wa.meta.vc \"x\"")],
+            ),
+        );
+        // OPTIONS → 200: dropped
+        b.record("o1", e("received", "OPTIONS sip:wa.meta.vc SIP/2.0", &[]));
+        b.record("o1", e("sent", "SIP/2.0 200 OK", &[]));
+        // INVITE → 407 → ACK → INVITE: becomes the call's transcript head
+        b.record("c1", e("received", "INVITE sip:+1@wa.meta.vc SIP/2.0", &[]));
+        b.record("c1", e("sent", "SIP/2.0 100 Trying", &[]));
+        b.record(
+            "c1",
+            e("sent", "SIP/2.0 407 Proxy Authentication Required", &[]),
+        );
+        b.record("c1", e("received", "ACK sip:+1@wa.meta.vc SIP/2.0", &[]));
+        b.record("c1", e("received", "INVITE sip:+1@wa.meta.vc SIP/2.0", &[]));
+        let refused = b.refused();
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        let r = &refused[0];
+        assert_eq!(
+            (
+                r.id.as_str(),
+                r.method.as_str(),
+                r.status,
+                r.reason.as_deref()
+            ),
+            ("ref-1", "REGISTER", Some(403), Some("Forbidden"))
+        );
+        assert_eq!(r.warning.as_deref(), Some("399 wa.meta.vc \"x\""));
+        assert_eq!((r.from.as_str(), r.sip.len()), ("<sip:a@b>;tag=1", 2));
+        assert_eq!(
+            (refused[1].call_id.as_str(), refused[1].status),
+            ("c1", Some(407))
+        );
+        let id = b.create(CallDirection::BusinessInitiated, "+2", "+1", "c1");
+        b.record("c1", e("sent", "SIP/2.0 180 Ringing", &[]));
+        let lines: Vec<String> = b
+            .get(&id)
+            .unwrap()
+            .sip
+            .into_iter()
+            .map(|e| e.first_line)
+            .collect();
+        assert_eq!(lines.len(), 6, "{lines:?}");
+        assert!(lines[2].starts_with("SIP/2.0 407") && lines[5].starts_with("SIP/2.0 180"));
+        assert_eq!(b.refused().len(), 1, "the challenge became a call");
+        // bounded
+        for i in 0..MAX_EXCHANGES + 10 {
+            b.record(&format!("x{i}"), e("sent", "SIP/2.0 481 Gone", &[]));
+        }
+        assert_eq!(b.refused().len(), MAX_EXCHANGES);
+        assert!(b.refused().iter().all(|r| r.call_id != "r1"));
+        for _ in 0..MAX_EXCHANGE_TRANSCRIPT + 8 {
+            b.record("flood", e("sent", "SIP/2.0 403 Forbidden", &[]));
+        }
+        let flood = b
+            .refused()
+            .into_iter()
+            .find(|r| r.call_id == "flood")
+            .unwrap();
+        assert_eq!(flood.sip.len(), MAX_EXCHANGE_TRANSCRIPT);
     }
 }
