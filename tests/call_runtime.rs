@@ -76,7 +76,7 @@ async fn user_initiated_call_over_udp_both_sides() {
             wa_auth: None,
             pbx_auth: None,
         }),
-        Box::new(|_, _| Permission::Unknown),
+        Box::new(|_, _| Permission::Unknown.into()),
         "rt",
     );
     let (out_tx, mut out_rx) = mpsc::channel(64);
