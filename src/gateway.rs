@@ -5,7 +5,8 @@
 //! `shutdown` resolves.
 //!
 //! Guarantees: nothing is started unless every listener binds; on shutdown the signalling task
-//! stops first, then every queued record is flushed (bounded wait) before `run` returns.
+//! ends every call in progress (BYE/CANCEL/503, records completed) and stops after a bounded
+//! drain (≤ 2 s), then every queued record is flushed (bounded wait) before `run` returns.
 //! Media is negotiated (SDP with RTP ports from the profiles' ranges) but not relayed yet.
 use std::collections::HashMap;
 use std::future::Future;

@@ -597,6 +597,11 @@ impl Router {
             None => {
                 let mut sc = ServerConfig::new(realm.clone());
                 sc.proxy = proxy;
+                if !proxy {
+                    // Toward PBXes MD5 comes first: many (SIPp, older Asterisk) answer only the
+                    // first challenge and know no SHA-256. Meta gets SHA-256 first.
+                    sc.algorithms.reverse();
+                }
                 match DigestServer::with_random_secret(sc, now) {
                     Ok(d) => match server.clone() {
                         DigestKey::WhatsApp(i) => self.wa_digest.entry(i).or_insert(d),
@@ -620,8 +625,11 @@ impl Router {
             .iter()
             .filter_map(|v| Credentials::parse(v).ok())
             .find(|c| c.realm == realm);
-        // The digest `uri` must name this request's Request-URI (compared as URIs).
-        if let Some(c) = &ours
+        // Meta's digest `uri` must name this request's Request-URI (compared as URIs). PBXes
+        // are not held to it: many (SIPp, for one) digest `sip:host:port`; the response still
+        // covers the uri they name and the nonce is single-use.
+        if proxy
+            && let Some(c) = &ours
             && Uri::parse(&c.uri).ok().as_ref() != Some(&req.uri)
         {
             self.out.push_back(Output::AuthFailure(leg));
@@ -1442,7 +1450,7 @@ v=0
             };
             assert_eq!(c.status, 401);
             let challenges: Vec<&str> = c.headers.get_all(&HeaderName::WwwAuthenticate).collect();
-            assert!(challenges[0].contains("realm=\"whatsip\""));
+            assert!(challenges[0].contains("realm=\"whatsip\"") && challenges[0].contains("MD5"));
             let creds = answer(
                 &challenges,
                 "pbx",
