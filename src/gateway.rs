@@ -5,7 +5,8 @@
 //! `shutdown` resolves.
 //!
 //! Guarantees: nothing is started unless every listener binds; on shutdown the signalling task
-//! stops first, then every queued record is flushed (bounded wait) before `run` returns.
+//! ends every call in progress (BYE/CANCEL/503, records completed) and stops after a bounded
+//! drain (≤ 2 s), then every queued record is flushed (bounded wait) before `run` returns.
 //! Media is negotiated (SDP with RTP ports from the profiles' ranges) but not relayed yet.
 use std::collections::HashMap;
 use std::future::Future;
@@ -21,8 +22,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use tokio::sync::{mpsc, watch};
 
 use crate::api::{self, ActiveCall, ApiState, NewCall, Readiness};
-use crate::call::router::{CallKey, Output, Router};
-use crate::call::runtime::{Runtime, Side};
+use crate::call::router::{CallKey, Output, PermissionAnswer, Router};
+use crate::call::runtime::{PermissionNotice, Runtime, Side};
 use crate::call::state::{
     CallConfig, CallDeps, CallState, ChallengeResponder, Direction, MediaError, Permission,
     RecordUpdate, SdpPlane,
@@ -312,23 +313,25 @@ fn deps_factory(
 /// How long a Graph permission answer is trusted.
 const PERMISSION_TTL: Duration = Duration::from_secs(60);
 
-/// The router's synchronous [`PermissionLookup`](crate::call::router::PermissionLookup) over
-/// Graph's `call_permissions`: answers from a cache only; a miss (or a stale entry) answers
-/// `Unknown` (the INVITE goes to Meta, which decides) and starts one background lookup that
-/// fills the cache for the next call to that user.
 /// (business, user) → when Graph answered, and what.
 type KnownPermissions = HashMap<(String, String), (std::time::Instant, Permission)>;
 
+/// The router's [`PermissionLookup`](crate::call::router::PermissionLookup) over Graph's
+/// `call_permissions`: a cached answer (60 s) is returned at once; a miss answers `Pending`
+/// and starts one background lookup (shared by every call to that user meanwhile) whose
+/// answer — `Allowed`, `NoPermission`, or `Unknown` on any other refusal or error — fills the
+/// cache and is sent to the runtime, which resumes the parked calls.
 struct GraphPermissions {
     lookups: HashMap<String, Arc<graph::permissions::PermissionLookup>>,
     known: Arc<std::sync::Mutex<KnownPermissions>>,
     pending: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
+    answers: mpsc::UnboundedSender<PermissionNotice>,
 }
 
 impl GraphPermissions {
     /// One Graph client per business number whose profile's token resolves; numbers without
     /// one always answer `Unknown`.
-    fn new(cfg: &Config) -> GraphPermissions {
+    fn new(cfg: &Config, answers: mpsc::UnboundedSender<PermissionNotice>) -> GraphPermissions {
         let mut lookups = HashMap::new();
         for p in &cfg.whatsapp {
             let token = match p.graph.token.resolve() {
@@ -369,25 +372,26 @@ impl GraphPermissions {
             lookups,
             known: Arc::default(),
             pending: Arc::default(),
+            answers,
         }
     }
 
-    fn lookup(&mut self, business: &str, user: &str) -> Permission {
+    fn lookup(&mut self, business: &str, user: &str) -> PermissionAnswer {
         let key = (business.to_owned(), user.to_owned());
         let now = std::time::Instant::now();
         if let Some((at, p)) = self.lock_known().get(&key)
             && now.saturating_duration_since(*at) < PERMISSION_TTL
         {
-            return *p;
+            return PermissionAnswer::Known(*p);
         }
         let (Some(lookup), Ok(uid)) = (
             self.lookups.get(business).cloned(),
             graph::permissions::UserId::parse(user),
         ) else {
-            return Permission::Unknown;
+            return PermissionAnswer::Known(Permission::Unknown);
         };
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return Permission::Unknown;
+            return PermissionAnswer::Known(Permission::Unknown);
         };
         if !self
             .pending
@@ -395,9 +399,14 @@ impl GraphPermissions {
             .unwrap_or_else(|p| p.into_inner())
             .insert(key.clone())
         {
-            return Permission::Unknown;
+            // A lookup for this user is under way: its answer resumes this call too.
+            return PermissionAnswer::Pending;
         }
-        let (known, pending) = (self.known.clone(), self.pending.clone());
+        let (known, pending, answers) = (
+            self.known.clone(),
+            self.pending.clone(),
+            self.answers.clone(),
+        );
         handle.spawn(async move {
             let verdict = match lookup.authorize_call(&uid).await {
                 Ok(()) => Some(Permission::Allowed),
@@ -420,8 +429,13 @@ impl GraphPermissions {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&key);
+            let _ = answers.send(PermissionNotice {
+                business: key.0,
+                user: key.1,
+                permission: verdict.unwrap_or(Permission::Unknown),
+            });
         });
-        Permission::Unknown
+        PermissionAnswer::Pending
     }
 
     fn lock_known(&self) -> std::sync::MutexGuard<'_, KnownPermissions> {
@@ -441,14 +455,35 @@ fn store_state(s: &CallState) -> store::CallState {
     }
 }
 
+/// The wall-clock time of a core instant (the core runs on `Instant`s).
+fn timestamp_of(at: std::time::Instant) -> Timestamp {
+    Timestamp::now().saturating_sub(std::time::Instant::now().saturating_duration_since(at))
+}
+
+/// The record's `reason` for a call that ended in `state`.
+fn store_reason(state: &CallState) -> Option<store::Reason> {
+    let r = match state {
+        CallState::Completed(r) | CallState::Rejected(r) | CallState::Failed(r) => r,
+        _ => return None,
+    };
+    let reason = store::Reason {
+        sip_code: r.sip_status,
+        meta_code: r.meta_code,
+        text: (!r.text.is_empty()).then(|| r.text.clone()),
+    };
+    (!reason.is_empty()).then_some(reason)
+}
+
 /// Applies the router's outputs: media actions to the media workers, record and state
-/// updates to the registry (API, metrics) and the recorder.
+/// updates to the registry (API, metrics) and the recorder, and trunk qualify changes to
+/// `/healthz` (and so `whatsip_trunk_up`).
 async fn consume_outputs(
     mut rx: mpsc::Receiver<Output>,
     registry: api::CallRegistry,
     recorder: Recorder,
     prefix: String,
     cfg: Arc<Config>,
+    health: api::Health,
     mut media: media::MediaControl,
 ) -> Recorder {
     let mut calls: HashMap<CallKey, Arc<ActiveCall>> = HashMap::new();
@@ -486,16 +521,83 @@ async fn consume_outputs(
                 recorder.start(call.to_record());
                 calls.insert(k, call);
             }
-            Output::Record(_, RecordUpdate::Answered { .. }) => {}
-            Output::Record(k, RecordUpdate::Ended { state, wacid, .. }) => {
+            Output::Record(
+                k,
+                RecordUpdate::CallIds {
+                    whatsapp_call_id,
+                    pbx_call_id,
+                },
+            ) => {
+                if let Some(call) = calls.get(&k) {
+                    let mut u = store::RecordUpdate::default();
+                    call.update(|i| {
+                        if whatsapp_call_id.is_some() && i.whatsapp_call_id != whatsapp_call_id {
+                            i.whatsapp_call_id = whatsapp_call_id.clone();
+                            u.whatsapp_call_id = whatsapp_call_id;
+                        }
+                        if pbx_call_id.is_some() && i.pbx_call_id != pbx_call_id {
+                            i.pbx_call_id = pbx_call_id.clone();
+                            u.pbx_call_id = pbx_call_id;
+                        }
+                    });
+                    if u != store::RecordUpdate::default() {
+                        recorder.update(&call.id, u);
+                    }
+                }
+            }
+            Output::Record(k, RecordUpdate::Answered { at }) => {
+                // The far leg's 200 OK: the answer time (the `Accepted` state that follows
+                // keeps it).
+                if let Some(call) = calls.get(&k) {
+                    let at = timestamp_of(at);
+                    let fresh = call.update(|i| {
+                        let fresh = i.answered_at.is_none();
+                        if fresh {
+                            i.answered_at = Some(at);
+                        }
+                        fresh
+                    });
+                    if fresh {
+                        recorder.update(
+                            &call.id,
+                            store::RecordUpdate {
+                                answered_at: Some(at),
+                                ..Default::default()
+                            },
+                        );
+                    }
+                }
+            }
+            Output::Record(
+                k,
+                RecordUpdate::Ended {
+                    at, state, wacid, ..
+                },
+            ) => {
                 if let Some(call) = calls.remove(&k) {
                     if wacid.is_some() {
                         call.update(|i| i.wacid = wacid);
                     }
                     let s = store_state(&state);
                     registry.finish(&call.id, s);
-                    recorder.finish(call.final_record(s, None, Timestamp::now()));
+                    recorder.finish(call.final_record(s, store_reason(&state), timestamp_of(at)));
                 }
+            }
+            Output::Trunk { name, up } => {
+                health.set_trunk(
+                    &name,
+                    if up {
+                        api::TrunkStatus::Up
+                    } else {
+                        api::TrunkStatus::Down
+                    },
+                );
+            }
+            Output::AuthFailure(leg) => {
+                registry.metrics().sip_auth_failure(match leg {
+                    crate::call::Leg::WhatsApp => crate::metrics::Leg::Whatsapp,
+                    crate::call::Leg::Pbx => crate::metrics::Leg::Pbx,
+                });
             }
             Output::State(k, state) => {
                 if let Some(call) = calls.get(&k)
@@ -722,17 +824,35 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             media_timeout: Duration::from_secs(u64::from(wa.media.media_timeout_s.max(1))),
         },
     );
+    let (perm_tx, perm_rx) = mpsc::unbounded_channel();
     let router = Router::new(
         cfg.clone(),
         wa_ep,
         pbx_ep,
         Box::new(deps_factory(cfg.clone(), sockets.clone())),
         {
-            let mut perms = GraphPermissions::new(&cfg);
+            let mut perms = GraphPermissions::new(&cfg, perm_tx);
             Box::new(move |b: &str, u: &str| perms.lookup(b, u))
         },
         prefix.clone(),
-    );
+    )
+    .with_secrets(Box::new(|s: &crate::config::SecretSource| {
+        match s.resolve() {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!(error = %e, "inbound digest password unavailable");
+                None
+            }
+        }
+    }))
+    .with_permission_wait(Duration::from_millis(u64::from(
+        wa.graph.permission_wait_ms,
+    )));
+    // Every trunk is listed; qualified ones start `up` and go `down` after unanswered
+    // OPTIONS (the router reports changes).
+    for t in &cfg.trunks {
+        health.set_trunk(&t.name, api::TrunkStatus::Up);
+    }
     let (out_tx, out_rx) = mpsc::channel(1024);
     let runtime = Runtime::new(
         router,
@@ -757,20 +877,22 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         },
         out_tx,
     )
-    .with_media_events(media_rx);
+    .with_media_events(media_rx)
+    .with_permission_answers(perm_rx);
     let consumer = tokio::spawn(consume_outputs(
         out_rx,
         registry,
         recorder,
         prefix,
         cfg.clone(),
+        health.clone(),
         media_control,
     ));
     let sig_task = tokio::spawn(runtime.run(stop_rx.clone()));
     tracing::info!("gateway running");
 
     shutdown.await;
-    tracing::info!("shutting down: no new calls; draining records");
+    tracing::info!("shutting down: ending calls (≤ 2 s), then draining records");
     let _ = stop_tx.send(true);
     let _ = sig_task.await;
     // The runtime (and its output sender) is gone: the consumer ends after the last output.

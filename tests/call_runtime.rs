@@ -54,6 +54,10 @@ async fn user_initiated_call_over_udp_both_sides() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("sip-profiles");
     let mut config = whatsip::config::load_dir(&dir).expect("shipped profiles");
     config.trunks[0].peer.address.port = pbx.local_addr().unwrap().port();
+    // Plumbing only: no qualify OPTIONS to the PBX socket, no digest challenge of "Meta"
+    // (both covered by tests/gateway_signalling.rs).
+    config.trunks[0].options_ping_s = None;
+    config.whatsapp[0].inbound_auth.challenge = false;
 
     let bind = |a: &str| TConfig {
         udp: vec![a.parse().unwrap()],
@@ -76,7 +80,7 @@ async fn user_initiated_call_over_udp_both_sides() {
             wa_auth: None,
             pbx_auth: None,
         }),
-        Box::new(|_, _| Permission::Unknown),
+        Box::new(|_, _| Permission::Unknown.into()),
         "rt",
     );
     let (out_tx, mut out_rx) = mpsc::channel(64);

@@ -311,8 +311,8 @@ fn business_initiated_call_without_permission_gets_403_and_a_record() {
             break r;
         }
     };
-    // +15557654321 has no call permission in the sandbox fixture: Meta's edge answers 403
-    // and the gateway relays it with Meta's reason.
+    // +15557654321 has no call permission in the sandbox fixture: the gateway waits for the
+    // Graph permission answer and refuses the call itself (403 with Meta's code in a Reason).
     let status: u16 = final_response[8..11].parse().unwrap();
     assert_eq!(status, 403, "{final_response}");
     assert!(final_response.contains("Reason:"), "{final_response}");
@@ -341,10 +341,20 @@ fn business_initiated_call_without_permission_gets_403_and_a_record() {
         let (status, body) = http_get(ports.http, "/records").expect("records answer");
         assert_eq!(status, 200, "{body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        if let Some(r) = v.as_array().and_then(|a| a.first()).cloned() {
+        // The record is written open at the INVITE and closed by the writer thread shortly
+        // after the 403 went out: wait for the closed one.
+        if let Some(r) = v
+            .as_array()
+            .and_then(|a| a.first())
+            .filter(|r| r["open"] == false)
+            .cloned()
+        {
             break r;
         }
-        assert!(Instant::now() < deadline, "no record within 10 s: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "no closed record within 10 s: {body}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(record["direction"], "business_initiated", "{record}");
@@ -479,6 +489,42 @@ fn user_initiated_call_over_tls_negotiates_sdp_on_both_legs() {
     meta.write_all(req("INVITE", 1, "gw1", "", offer).as_bytes())
         .unwrap();
     meta.flush().unwrap();
+    // The shipped profile challenges Meta (`[inbound_auth]`): 407, ACK, INVITE with the
+    // number's SIP password (the one the gateway stored for the in-process sandbox).
+    let challenge = loop {
+        let m = read_stream_message(&mut meta, &mut mbuf);
+        if !m.starts_with("SIP/2.0 1") {
+            break m;
+        }
+    };
+    assert!(challenge.starts_with("SIP/2.0 407"), "{challenge}");
+    let tag407 = header(&challenge, "To")
+        .and_then(|t| t.split_once(";tag="))
+        .map(|(_, t)| format!(";tag={t}"))
+        .unwrap();
+    meta.write_all(req("ACK", 1, "gw1", &tag407, "").as_bytes())
+        .unwrap();
+    let challenges: Vec<&str> = challenge
+        .lines()
+        .filter_map(|l| l.strip_prefix("Proxy-Authenticate:").map(str::trim))
+        .collect();
+    let password = std::fs::read_to_string(dir.path().join("var/secrets/15550001111.sip")).unwrap();
+    let creds = whatsip::sip::auth::DigestClient::new("15550001111", password.trim())
+        .respond(
+            challenges.iter().copied(),
+            "INVITE",
+            &format!("sip:+15550001111@gateway.whatsip.test:{wa};transport=tls"),
+            None,
+            &mut whatsip::sip::auth::RandomCnonce,
+        )
+        .unwrap();
+    let again = req("INVITE", 2, "gw1b", "", offer).replacen(
+        "Max-Forwards: 69\r\n",
+        &format!("Max-Forwards: 69\r\nProxy-Authorization: {creds}\r\n"),
+        1,
+    );
+    meta.write_all(again.as_bytes()).unwrap();
+    meta.flush().unwrap();
 
     // The PBX gets a plain RTP offer on a trunk-range port.
     let mut buf = [0u8; 65536];
@@ -551,7 +597,7 @@ fn user_initiated_call_over_tls_negotiates_sdp_on_both_legs() {
         .expect("tag in 200");
 
     // ACK from Meta reaches the PBX.
-    meta.write_all(req("ACK", 1, "gw2", &to_tag, "").as_bytes())
+    meta.write_all(req("ACK", 2, "gw2", &to_tag, "").as_bytes())
         .unwrap();
     meta.flush().unwrap();
     loop {
@@ -564,7 +610,7 @@ fn user_initiated_call_over_tls_negotiates_sdp_on_both_legs() {
     assert!(calls.contains("\"state\":\"Accepted\""), "{calls}");
 
     // Meta hangs up: BYE to the PBX, 200 back to Meta.
-    meta.write_all(req("BYE", 2, "gw3", &to_tag, "").as_bytes())
+    meta.write_all(req("BYE", 3, "gw3", &to_tag, "").as_bytes())
         .unwrap();
     meta.flush().unwrap();
     let bye = loop {

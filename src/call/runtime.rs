@@ -8,7 +8,7 @@
 //! unparsable input goes to `Endpoint::handle_malformed`; a failed send is reported to its
 //! transaction; the loop ends when both transports are gone or `shutdown` is set.
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
@@ -19,7 +19,7 @@ use crate::transport::{self, ConnId, Kind, Outgoing, Transport};
 use crate::media::io::EngineEvent;
 
 use super::router::{CallKey, Output, Router};
-use super::state::Leg;
+use super::state::{Leg, Permission};
 
 /// One side's transport and its event stream.
 #[derive(Debug)]
@@ -30,6 +30,18 @@ pub struct Side {
     pub tls_name: Option<String>,
 }
 
+/// A Graph permission answer for (business number, WhatsApp user), from the lookup task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PermissionNotice {
+    pub business: String,
+    pub user: String,
+    pub permission: Permission,
+}
+
+/// How long a shutdown waits for the answers to its BYEs/CANCELs (and for the 503s to go
+/// out) before the task ends.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(2);
+
 /// The signalling task.
 #[derive(Debug)]
 pub struct Runtime {
@@ -38,6 +50,8 @@ pub struct Runtime {
     pbx: Side,
     outputs: mpsc::Sender<Output>,
     media: Option<mpsc::UnboundedReceiver<EngineEvent>>,
+    permissions: Option<mpsc::UnboundedReceiver<PermissionNotice>>,
+    drain: Duration,
 }
 
 fn kind(t: TransportKind) -> Kind {
@@ -74,12 +88,30 @@ impl Runtime {
             pbx,
             outputs,
             media: None,
+            permissions: None,
+            drain: DEFAULT_DRAIN,
         }
     }
 
     /// Media timeouts reported by the media workers end their calls.
     pub fn with_media_events(mut self, rx: mpsc::UnboundedReceiver<EngineEvent>) -> Runtime {
         self.media = Some(rx);
+        self
+    }
+
+    /// Where pending permission lookups deliver their answers (see
+    /// [`Router::handle_permission`]).
+    pub fn with_permission_answers(
+        mut self,
+        rx: mpsc::UnboundedReceiver<PermissionNotice>,
+    ) -> Runtime {
+        self.permissions = Some(rx);
+        self
+    }
+
+    /// Bound of the shutdown drain (default [`DEFAULT_DRAIN`]).
+    pub fn with_drain(mut self, drain: Duration) -> Runtime {
+        self.drain = drain;
         self
     }
 
@@ -164,18 +196,43 @@ impl Runtime {
         self.router.process(now);
     }
 
-    /// Runs until both transports close or `shutdown` becomes true.
+    /// Runs until both transports close or `shutdown` becomes true. On shutdown every call
+    /// is ended properly ([`Router::begin_shutdown`]) and the loop goes on until the router
+    /// is drained (BYE/CANCEL answered) or the drain bound passes.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let (mut wa_open, mut pbx_open) = (true, true);
+        let mut perms = self.permissions.take();
+        let mut drain_until: Option<Instant> = None;
+        self.router.start(Instant::now());
         while wa_open || pbx_open {
+            if drain_until.is_none() && *shutdown.borrow() {
+                let now = Instant::now();
+                tracing::info!("shutdown: ending calls in progress");
+                self.router.begin_shutdown(now);
+                drain_until = Some(now + self.drain);
+            }
             self.flush().await;
-            if *shutdown.borrow() {
+            if let Some(until) = drain_until
+                && (self.router.is_drained() || Instant::now() >= until)
+            {
+                if !self.router.is_drained() {
+                    tracing::warn!("shutdown: drain period over with requests unanswered");
+                }
                 break;
             }
-            let wake = self.router.poll_timeout();
+            let wake = match (self.router.poll_timeout(), drain_until) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let sleep = async {
                 match wake {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let permission = async {
+                match perms.as_mut() {
+                    Some(rx) => rx.recv().await,
                     None => std::future::pending().await,
                 }
             };
@@ -200,8 +257,14 @@ impl Runtime {
                     }
                     None => self.media = None,
                 },
+                p = permission => match p {
+                    Some(PermissionNotice { business, user, permission }) => {
+                        self.router.handle_permission(Instant::now(), &business, &user, permission);
+                    }
+                    None => perms = None,
+                },
                 () = sleep => self.router.handle_timeout(Instant::now()),
-                r = shutdown.changed() => if r.is_err() { break },
+                r = shutdown.changed(), if drain_until.is_none() => if r.is_err() { break },
             }
         }
     }

@@ -196,9 +196,14 @@ pub enum RecordUpdate {
         user: String,
         wacid: Option<String>,
     },
-    Answered {
-        at: Instant,
+    /// The leg Call-IDs, as far as known (emitted at start with the incoming leg's, and again
+    /// once our INVITE on the other leg is built).
+    CallIds {
+        whatsapp_call_id: Option<String>,
+        pbx_call_id: Option<String>,
     },
+    /// The far leg's 200 OK arrived at `at`.
+    Answered { at: Instant },
     Ended {
         at: Instant,
         state: CallState,
@@ -433,6 +438,8 @@ pub struct Call {
     on_hold: bool,
 
     answer_deadline: Option<Instant>,
+    /// Business-initiated: parked until the Graph permission answer, at most until then.
+    permission_deadline: Option<Instant>,
     session: Option<SessionTimerState>,
     /// Session-Expires negotiated with the PBX (seconds, refresher is uac?) for responses.
     done_at: Option<Instant>,
@@ -501,6 +508,7 @@ impl Call {
             media_started: false,
             on_hold: false,
             answer_deadline: None,
+            permission_deadline: None,
             session: None,
             done_at: None,
         };
@@ -537,8 +545,89 @@ impl Call {
         let mut c = Call::blank(cfg, deps, Direction::BusinessInitiated, txn, invite);
         c.in_contact =
             translate::pbx_contact(&c.cfg.local_host, c.cfg.local_port, c.cfg.pbx_transport);
-        c.start_business_initiated(now, permission);
+        if c.start_business_initiated(now) {
+            c.continue_business_initiated(now, permission);
+        }
         c
+    }
+
+    /// A business-initiated call whose Graph permission answer is not known yet: the PBX's
+    /// INVITE is checked and answered 100, then parked until [`Call::handle_permission`] or
+    /// until `deadline`, when it proceeds as [`Permission::Unknown`] (Meta decides).
+    pub fn business_initiated_waiting(
+        now: Instant,
+        cfg: CallConfig,
+        deps: CallDeps,
+        txn: ServerTxn,
+        invite: Request,
+        deadline: Instant,
+    ) -> Call {
+        let mut c = Call::blank(cfg, deps, Direction::BusinessInitiated, txn, invite);
+        c.in_contact =
+            translate::pbx_contact(&c.cfg.local_host, c.cfg.local_port, c.cfg.pbx_transport);
+        if c.start_business_initiated(now) {
+            c.permission_deadline = Some(deadline);
+        }
+        c
+    }
+
+    /// True while the call is parked waiting for the Graph permission answer.
+    pub fn waiting_for_permission(&self) -> bool {
+        self.permission_deadline.is_some()
+    }
+
+    /// The Graph permission answer for a parked call (ignored when the call is not parked:
+    /// it proceeded already, or ended, e.g. CANCELled by the PBX meanwhile).
+    pub fn handle_permission(&mut self, now: Instant, permission: Permission) {
+        if self.permission_deadline.take().is_some() && !self.state.is_terminal() {
+            self.continue_business_initiated(now, permission);
+        }
+    }
+
+    /// The gateway is shutting down: BYE every confirmed dialog, CANCEL our pending INVITE,
+    /// answer an incoming INVITE still unanswered with 503, and end the call (its record is
+    /// completed now). No-op for an ended call.
+    pub fn shutdown(&mut self, now: Instant) {
+        if self.state.is_terminal() {
+            return;
+        }
+        self.permission_deadline = None;
+        let text = "gateway shutting down";
+        let pbx_reason = translate::q850_reason(41, text);
+        for leg in [Leg::WhatsApp, Leg::Pbx] {
+            self.send_bye(leg, Some(&pbx_reason));
+        }
+        let accepted = matches!(self.state, CallState::Accepted);
+        if !accepted && !self.in_final_sent {
+            self.respond_in(
+                503,
+                "",
+                Some(vec![
+                    (HeaderName::Reason, translate::sip_reason(503, text)),
+                    (
+                        HeaderName::Warning,
+                        translate::warning_header(&self.warning_host(), text),
+                    ),
+                ]),
+                Bytes::new(),
+            );
+        }
+        if !accepted {
+            self.cancel_out();
+        }
+        let reason = EndReason::new(Some(503), text, None);
+        let state = if accepted {
+            CallState::Completed(reason)
+        } else {
+            CallState::Failed(reason)
+        };
+        self.set_state(now, state);
+    }
+
+    /// True once the call ended and none of its requests (BYE, CANCELled INVITE) awaits a
+    /// final response: a shutting-down gateway may stop.
+    pub fn is_settled(&self) -> bool {
+        self.state.is_terminal() && self.pending.is_empty()
     }
 
     pub fn state(&self) -> &CallState {
@@ -579,6 +668,7 @@ impl Call {
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
             self.answer_deadline,
+            self.permission_deadline,
             self.session.map(|s| s.due),
             self.done_at,
         ]
@@ -588,6 +678,12 @@ impl Call {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(t) = self.permission_deadline
+            && now >= t
+        {
+            // No Graph answer in time: Meta decides.
+            self.handle_permission(now, Permission::Unknown);
+        }
         if let Some(t) = self.answer_deadline
             && now >= t
         {
@@ -692,7 +788,8 @@ impl Call {
         self.send_out_invite(invite);
     }
 
-    fn start_business_initiated(&mut self, now: Instant, permission: Permission) {
+    /// Checks the PBX's INVITE and answers 100; false when the call already failed.
+    fn start_business_initiated(&mut self, now: Instant) -> bool {
         let target = self
             .in_invite
             .uri
@@ -707,22 +804,34 @@ impl Call {
         self.record_started(now);
         self.respond_in(100, "", None, Bytes::new());
         if !matches!(self.in_invite.headers.contacts(), Ok(c) if !c.is_empty()) {
-            return self.reject_start(now, 400, "INVITE without a usable Contact");
+            self.reject_start(now, 400, "INVITE without a usable Contact");
+            return false;
         }
-        let Some(user) = target else {
+        if target.is_none() {
+            self.reject_start(now, 404, "not a WhatsApp number or BSUID");
+            return false;
+        }
+        if let Some(resp) = self.session_timer_check_422() {
+            self.reject_start_with(now, resp, "Session-Expires below our Min-SE");
+            return false;
+        }
+        if self.in_invite.body.is_empty() {
+            self.reject_start(now, 488, "an SDP offer is required");
+            return false;
+        }
+        true
+    }
+
+    /// The permission is known: refuse (403 + 138006) or send our INVITE to Meta.
+    fn continue_business_initiated(&mut self, now: Instant, permission: Permission) {
+        let Some(user) = WaUser::parse(&self.wa_user) else {
             return self.reject_start(now, 404, "not a WhatsApp number or BSUID");
         };
-        if let Some(resp) = self.session_timer_check_422() {
-            return self.reject_start_with(now, resp, "Session-Expires below our Min-SE");
-        }
         if permission == Permission::NoPermission {
             let f = translate::no_permission_failure();
             return self.fail_in_leg(now, &f, CallStateKind::Failed, None);
         }
         self.pbx_remote = self.in_invite.body.clone();
-        if self.pbx_remote.is_empty() {
-            return self.reject_start(now, 488, "an SDP offer is required");
-        }
         let offer = match self.deps.sdp.wa_offer(&self.pbx_remote) {
             Ok(o) => o,
             Err(e) => return self.reject_start(now, e.status, &e.text),
@@ -747,6 +856,9 @@ impl Call {
     }
 
     fn send_out_invite(&mut self, invite: Request) {
+        if self.pending.is_empty() && self.out_id == ReqId(0) {
+            self.record_call_ids(Some(&invite));
+        }
         let id = self.next_req();
         self.out_invite = invite.clone();
         self.out_id = id;
@@ -818,6 +930,22 @@ impl Call {
                 business: self.cfg.business.clone(),
                 user: self.wa_user.clone(),
                 wacid: self.meta.wacid.clone(),
+            }));
+        self.record_call_ids(None);
+    }
+
+    /// `RecordUpdate::CallIds` with the incoming leg's Call-ID and, once built, ours.
+    fn record_call_ids(&mut self, out: Option<&Request>) {
+        let id_of = |r: &Request| r.headers.call_id().ok().map(str::to_owned);
+        let (inc, out) = (id_of(&self.in_invite), out.and_then(id_of));
+        let (whatsapp_call_id, pbx_call_id) = match self.in_leg {
+            Leg::WhatsApp => (inc, out),
+            Leg::Pbx => (out, inc),
+        };
+        self.actions
+            .push_back(Action::Record(RecordUpdate::CallIds {
+                whatsapp_call_id,
+                pbx_call_id,
             }));
     }
 
@@ -1018,7 +1146,11 @@ impl Call {
         } {
             d.terminate();
         }
-        self.teardown(now, Some(leg), EndReason::new(None, "hung up", Some(leg)));
+        let text = match leg {
+            Leg::WhatsApp => "BYE from the WhatsApp user",
+            Leg::Pbx => "BYE from the PBX",
+        };
+        self.teardown(now, Some(leg), EndReason::new(None, text, Some(leg)));
     }
 
     /// BYE every confirmed dialog except the one on `except`, and end the call.

@@ -1748,3 +1748,220 @@ Session-Expires: 120;refresher=uac
     assert!(drain(&mut c).is_empty());
     assert_eq!(c.state(), &CallState::Accepted);
 }
+
+// ------------------------------------------------------------------ records, parking, shutdown
+
+fn records(actions: &[Action]) -> Vec<RecordUpdate> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Record(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn records_carry_both_call_ids_answer_time_and_the_end_reason() {
+    let t0 = Instant::now();
+    let mut c = Call::user_initiated(t0, cfg(false), deps(None), IN, meta_invite("+15551234567"));
+    let a = drain(&mut c);
+    let (_, id, invite) = sent_requests(&a).remove(0);
+    let ids = records(&a);
+    let pbx_cid = invite.headers.call_id().unwrap().to_owned();
+    assert!(ids.contains(&RecordUpdate::CallIds {
+        whatsapp_call_id: Some("outgoing:wacid.HBgLMTU1NTEyMzQ1NjcVAgARGBI".into()),
+        pbx_call_id: Some(pbx_cid),
+    }));
+    // The answer time is the far leg's 200, not the call start.
+    let t1 = t0 + Duration::from_secs(7);
+    c.handle_event(
+        t1,
+        LegEvent::Response {
+            leg: Leg::Pbx,
+            id,
+            response: reply(&invite, 200, "pbx2", &[], PEER_SDP),
+        },
+    );
+    let a = drain(&mut c);
+    assert!(records(&a).contains(&RecordUpdate::Answered { at: t1 }));
+    // A business-initiated failure from Meta keeps the status and Meta's code.
+    let mut b = Call::business_initiated(
+        t0,
+        cfg(false),
+        deps(None),
+        IN,
+        pbx_invite("+15557654321", ""),
+        Permission::Unknown,
+    );
+    let a = drain(&mut b);
+    let (_, id, invite) = sent_requests(&a).remove(0);
+    b.handle_event(
+        t0,
+        LegEvent::Response {
+            leg: Leg::WhatsApp,
+            id,
+            response: reply(
+                &invite,
+                403,
+                "m",
+                &[(
+                    "Warning",
+                    "399 wa.meta.vc \"138006 No approved call permission\"",
+                )],
+                "",
+            ),
+        },
+    );
+    let a = drain(&mut b);
+    let ended = records(&a)
+        .into_iter()
+        .find_map(|r| match r {
+            RecordUpdate::Ended { state, .. } => Some(state),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        matches!(&ended, CallState::Failed(r) if r.sip_status == Some(403) && r.meta_code == Some(138006) && r.text.contains("138006")),
+        "{ended:?}"
+    );
+}
+
+#[test]
+fn parked_business_initiated_call_waits_for_the_permission() {
+    let now = Instant::now();
+    let deadline = now + Duration::from_secs(2);
+    // NoPermission arrives in time: 403 + 138006, nothing toward Meta.
+    let mut c = Call::business_initiated_waiting(
+        now,
+        cfg(false),
+        deps(None),
+        IN,
+        pbx_invite("+15557654321", ""),
+        deadline,
+    );
+    let a = drain(&mut c);
+    assert!(!touches(&a, Leg::WhatsApp), "parked: no INVITE to Meta yet");
+    assert_eq!(responses(&a).last().unwrap().2.status, 100);
+    assert!(c.waiting_for_permission());
+    assert_eq!(c.poll_timeout(), Some(deadline));
+    c.handle_permission(now + Duration::from_millis(300), Permission::NoPermission);
+    let a = drain(&mut c);
+    assert!(!touches(&a, Leg::WhatsApp));
+    let f = responses(&a).pop().unwrap().2;
+    assert_eq!(f.status, 403);
+    assert!(
+        f.headers
+            .get(&HeaderName::Warning)
+            .unwrap()
+            .contains("138006")
+    );
+    // A late second answer changes nothing.
+    c.handle_permission(now + Duration::from_millis(400), Permission::Allowed);
+    assert!(drain(&mut c).is_empty());
+
+    // No answer by the deadline: proceeds as Unknown (Meta decides) — at the deadline, not before.
+    let mut c = Call::business_initiated_waiting(
+        now,
+        cfg(false),
+        deps(None),
+        IN,
+        pbx_invite("+15551234567", ""),
+        deadline,
+    );
+    drain(&mut c);
+    c.handle_timeout(deadline - Duration::from_millis(1));
+    assert!(!touches(&drain(&mut c), Leg::WhatsApp));
+    c.handle_timeout(deadline);
+    let a = drain(&mut c);
+    let reqs = sent_requests(&a);
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].0, Leg::WhatsApp);
+    assert!(!c.waiting_for_permission());
+
+    // CANCELled while parked: 487, and the permission answer afterwards sends nothing.
+    let mut c = Call::business_initiated_waiting(
+        now,
+        cfg(false),
+        deps(None),
+        IN,
+        pbx_invite("+15551234567", ""),
+        deadline,
+    );
+    drain(&mut c);
+    c.handle_event(
+        now,
+        LegEvent::Cancelled {
+            leg: Leg::Pbx,
+            txn: IN,
+        },
+    );
+    let a = drain(&mut c);
+    assert_eq!(responses(&a).pop().unwrap().2.status, 487);
+    c.handle_permission(now, Permission::Allowed);
+    assert!(!touches(&drain(&mut c), Leg::WhatsApp));
+    assert!(c.is_settled());
+}
+
+#[test]
+fn shutdown_byes_confirmed_legs_cancels_pending_and_503s_unanswered() {
+    let now = Instant::now();
+    // Accepted: BYE on both legs (Meta's with the Q.850 Reason), record completed.
+    let (mut c, _inv, _ok) = ui_accepted(now, &[], false);
+    c.shutdown(now);
+    let a = drain(&mut c);
+    let byes: Vec<_> = sent_requests(&a)
+        .into_iter()
+        .filter(|(_, _, r)| r.method == Method::Bye)
+        .collect();
+    assert_eq!(byes.len(), 2, "{a:?}");
+    assert!(byes.iter().any(|(l, _, _)| *l == Leg::WhatsApp));
+    assert!(byes.iter().any(|(l, _, _)| *l == Leg::Pbx));
+    assert!(matches!(c.state(), CallState::Completed(r) if r.text == "gateway shutting down"));
+    assert!(records(&a).iter().any(|r| matches!(
+        r,
+        RecordUpdate::Ended {
+            state: CallState::Completed(_),
+            ..
+        }
+    )));
+    assert!(!c.is_settled(), "BYEs unanswered yet");
+    for (leg, id, bye) in byes {
+        c.handle_event(
+            now,
+            LegEvent::Response {
+                leg,
+                id,
+                response: reply(&bye, 200, "x", &[], ""),
+            },
+        );
+    }
+    assert!(c.is_settled());
+
+    // Ringing (PBX sent 180): 503 to Meta, CANCEL to the PBX.
+    let mut c = Call::user_initiated(now, cfg(false), deps(None), IN, meta_invite("+15551234567"));
+    let a = drain(&mut c);
+    let (_, id, invite) = sent_requests(&a).remove(0);
+    c.handle_event(
+        now,
+        LegEvent::Response {
+            leg: Leg::Pbx,
+            id,
+            response: reply(&invite, 180, "pbx2", &[], ""),
+        },
+    );
+    drain(&mut c);
+    c.shutdown(now);
+    let a = drain(&mut c);
+    let r = responses(&a);
+    assert_eq!((r[0].0, r[0].2.status), (Leg::WhatsApp, 503));
+    assert!(r[0].2.headers.get(&HeaderName::Reason).is_some());
+    assert!(
+        a.iter()
+            .any(|x| matches!(x, Action::SendCancel { leg: Leg::Pbx, invite } if *invite == id))
+    );
+    assert!(matches!(c.state(), CallState::Failed(r) if r.sip_status == Some(503)));
+    // An ended call ignores a second shutdown.
+    c.shutdown(now);
+    assert!(drain(&mut c).is_empty());
+}
