@@ -151,14 +151,31 @@ impl SdpNegotiator {
         }
     }
 
-    fn accept(&self, answer: &[u8]) -> Result<(), MediaError> {
+    fn accept(&self, answer: &[u8]) -> Result<AudioSession, MediaError> {
         let offer = self.offer.as_ref().ok_or(MediaError {
             status: 500,
             text: "answer without our offer".into(),
         })?;
-        sdp::accept_answer(offer, &parse_sdp(answer)?).map_err(media_error)?;
-        Ok(())
+        let answer = parse_sdp(answer)?;
+        sdp::accept_answer(offer, &answer).map_err(media_error)?;
+        Ok(answer)
     }
+}
+
+/// `local` limited to the audio formats `peer` (the other leg's SDP) has: the relay passes
+/// media through without transcoding, so a leg may only use what the other leg can carry.
+/// `488` when nothing is left (local transcoding is not built yet).
+fn relayable(local: &LocalMedia, peer: &AudioSession) -> Result<LocalMedia, MediaError> {
+    let mut l = local.clone();
+    l.codecs
+        .retain(|c| peer.audio_codecs().any(|p| p.same_format(c)));
+    if l.codecs.is_empty() {
+        return Err(MediaError {
+            status: 488,
+            text: "no audio codec both legs can use (transcoding is not supported)".into(),
+        });
+    }
+    Ok(l)
 }
 
 impl SdpPlane for SdpNegotiator {
@@ -167,7 +184,7 @@ impl SdpPlane for SdpNegotiator {
         let offer = parse_sdp(wa_offer)?;
         // Fail early (488 to Meta) when we could not answer Meta's offer at all.
         sdp::build_answer(&offer, &self.wa_local).map_err(media_error)?;
-        let ours = sdp::build_offer(&self.pbx_local);
+        let ours = sdp::build_offer(&relayable(&self.pbx_local, &offer)?);
         let text = ours.sdp.to_sdp();
         self.offer = Some(ours);
         Ok(Bytes::from(text))
@@ -175,9 +192,9 @@ impl SdpPlane for SdpNegotiator {
 
     fn wa_answer(&mut self, wa_offer: &[u8], pbx_answer: &[u8]) -> Result<Bytes, MediaError> {
         self.ports()?;
-        self.accept(pbx_answer)?;
-        let (answer, _) =
-            sdp::build_answer(&parse_sdp(wa_offer)?, &self.wa_local).map_err(media_error)?;
+        let pbx = self.accept(pbx_answer)?;
+        let local = relayable(&self.wa_local, &pbx)?;
+        let (answer, _) = sdp::build_answer(&parse_sdp(wa_offer)?, &local).map_err(media_error)?;
         Ok(Bytes::from(answer.to_sdp()))
     }
 
@@ -185,7 +202,7 @@ impl SdpPlane for SdpNegotiator {
         self.ports()?;
         let offer = parse_sdp(pbx_offer)?;
         sdp::build_answer(&offer, &self.pbx_local).map_err(media_error)?;
-        let ours = sdp::build_offer(&self.wa_local);
+        let ours = sdp::build_offer(&relayable(&self.wa_local, &offer)?);
         let text = ours.sdp.to_sdp();
         self.offer = Some(ours);
         Ok(Bytes::from(text))
@@ -193,9 +210,9 @@ impl SdpPlane for SdpNegotiator {
 
     fn pbx_answer(&mut self, pbx_offer: &[u8], wa_answer: &[u8]) -> Result<Bytes, MediaError> {
         self.ports()?;
-        self.accept(wa_answer)?;
-        let (answer, _) =
-            sdp::build_answer(&parse_sdp(pbx_offer)?, &self.pbx_local).map_err(media_error)?;
+        let wa = self.accept(wa_answer)?;
+        let local = relayable(&self.pbx_local, &wa)?;
+        let (answer, _) = sdp::build_answer(&parse_sdp(pbx_offer)?, &local).map_err(media_error)?;
         Ok(Bytes::from(answer.to_sdp()))
     }
 }
@@ -297,6 +314,16 @@ fn deps_factory(
             .unwrap_or_else(|| vec![Codec::pcma(), Codec::pcmu()]);
         let mut pbx_local = LocalMedia::pbx(pbx_ip, pbx_port, codecs);
         pbx_local.session_id = session;
+        // SRTP toward the PBX: offered when the trunk asks for it; a PBX's SRTP offer is
+        // answered with SDES either way.
+        pbx_local.srtp_suites = vec![
+            crate::media::srtp::SrtpProfile::AesCm128HmacSha1_80,
+            crate::media::srtp::SrtpProfile::AeadAes128Gcm,
+            crate::media::srtp::SrtpProfile::AesCm128HmacSha1_32,
+        ];
+        if trunk.is_some_and(|t| t.media.srtp == crate::config::TrunkSrtp::Sdes) {
+            pbx_local.proto = sdp::Proto::RtpSavp;
+        }
         CallDeps {
             sdp: Box::new(SdpNegotiator {
                 wa_local,
@@ -936,13 +963,24 @@ mod tests {
     #[test]
     fn user_initiated_sdp_is_negotiated_on_both_legs() {
         let mut n = negotiator(47100, 47102);
+        n.pbx_local.codecs.insert(0, Codec::opus(111));
         let pbx_offer = n.pbx_offer(META_OFFER.as_bytes()).unwrap();
         let ours = AudioSession::parse(&pbx_offer).unwrap();
         assert_eq!(ours.port, 47102);
         assert_eq!(ours.proto.as_str(), "RTP/AVP");
         assert!(ours.crypto.is_empty());
-        // The PBX answers PCMU from its own address.
-        let pbx_answer = "v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
+        // Meta offered Opus only: the PBX is offered only what can be passed through.
+        let names: Vec<_> = ours.audio_codecs().map(|c| c.name.to_lowercase()).collect();
+        assert_eq!(names, ["opus"]);
+        // A PBX answering a codec we did not offer is refused.
+        let pcmu = "v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
+        assert_eq!(
+            n.wa_answer(META_OFFER.as_bytes(), pcmu.as_bytes())
+                .unwrap_err()
+                .status,
+            488
+        );
+        let pbx_answer = "v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 111 101\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
         let wa_answer = n
             .wa_answer(META_OFFER.as_bytes(), pbx_answer.as_bytes())
             .unwrap();
@@ -959,6 +997,30 @@ mod tests {
     }
 
     #[test]
+    fn a_g711_pbx_answer_makes_the_whatsapp_answer_g711() {
+        let mut n = negotiator(47130, 47132);
+        n.pbx_local.codecs.insert(0, Codec::opus(111));
+        let offer = META_OFFER
+            .replace("RTP/SAVP 111 126", "RTP/SAVP 111 0 126")
+            .replace("a=rtpmap:126", "a=rtpmap:0 PCMU/8000\r\na=rtpmap:126");
+        let pbx_offer = n.pbx_offer(offer.as_bytes()).unwrap();
+        let names: Vec<_> = AudioSession::parse(&pbx_offer)
+            .unwrap()
+            .audio_codecs()
+            .map(|c| c.name.to_lowercase())
+            .collect();
+        assert_eq!(names, ["opus", "pcmu"]);
+        let pcmu = "v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
+        let wa = n.wa_answer(offer.as_bytes(), pcmu.as_bytes()).unwrap();
+        let names: Vec<_> = AudioSession::parse(&wa)
+            .unwrap()
+            .audio_codecs()
+            .map(|c| c.name.to_lowercase())
+            .collect();
+        assert_eq!(names, ["pcmu"], "Meta is answered with what the PBX chose");
+    }
+
+    #[test]
     fn business_initiated_sdp_and_bad_answers() {
         let mut n = negotiator(47104, 47106);
         let pbx_offer = "v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 8 0 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
@@ -967,18 +1029,20 @@ mod tests {
         assert_eq!(o.port, 47104);
         assert_eq!(o.proto.as_str(), "RTP/SAVP");
         assert!(!o.crypto.is_empty());
-        // Meta answers with opus and its own key.
-        // (Meta's SDES answer has the same shape as its offer: tag 1, AES_CM_128_HMAC_SHA1_80.)
-        let meta_answer = META_OFFER;
+        // A G.711-only PBX: WhatsApp is offered G.711 (the number allows it), not Opus.
+        let names: Vec<_> = o.audio_codecs().map(|c| c.name.to_lowercase()).collect();
+        assert_eq!(names, ["pcma", "pcmu"]);
+        // Meta answers PCMA with its own key.
+        let meta_answer = META_OFFER
+            .replace("RTP/SAVP 111 126", "RTP/SAVP 8 126")
+            .replace("a=rtpmap:111 opus/48000/2", "a=rtpmap:8 PCMA/8000");
         let pbx_answer = n
             .pbx_answer(pbx_offer.as_bytes(), meta_answer.as_bytes())
             .unwrap();
         let a = AudioSession::parse(&pbx_answer).unwrap();
         assert_eq!(a.port, 47106);
-        assert_eq!(
-            a.codecs[0].payload_type, 0,
-            "our preference (PCMU first), with the PBX's PT number"
-        );
+        let names: Vec<_> = a.audio_codecs().map(|c| c.payload_type).collect();
+        assert_eq!(names, [8], "what Meta chose, with the PBX's PT number");
         // An answer without our offer, or garbage, is a SIP failure, not a panic.
         let mut fresh = negotiator(47108, 47112);
         assert_eq!(
@@ -989,6 +1053,13 @@ mod tests {
             500
         );
         assert!(n.wa_offer(b"not sdp").unwrap_err().status >= 400);
+        // Without `additional_codecs` a G.711-only PBX cannot reach WhatsApp (no transcoding).
+        let mut opus_only = negotiator(47114, 47116);
+        opus_only.wa_local.codecs.retain(|c| c.is("opus"));
+        assert_eq!(
+            opus_only.wa_offer(pbx_offer.as_bytes()).unwrap_err().status,
+            488
+        );
     }
 
     #[test]
