@@ -12,6 +12,7 @@ pub mod rtp;
 pub mod sdes;
 pub mod sdp;
 pub mod srtp;
+pub mod webrtc;
 
 #[cfg(test)]
 pub(crate) fn hex(s: &str) -> Vec<u8> {
