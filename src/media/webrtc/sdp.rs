@@ -128,10 +128,8 @@ pub fn first_audio_mid(sdp: &str) -> Option<String> {
                 return None;
             }
             in_audio = l.starts_with("m=audio ");
-        } else if in_audio {
-            if let Some(m) = l.strip_prefix("a=mid:") {
-                return Some(m.trim().to_string());
-            }
+        } else if in_audio && let Some(m) = l.strip_prefix("a=mid:") {
+            return Some(m.trim().to_string());
         }
     }
     None

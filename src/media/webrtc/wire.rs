@@ -109,10 +109,11 @@ pub(crate) fn dtls(d: &[u8]) -> Option<DtlsFacts> {
             if msg_type == 1 {
                 f.client_hello = true;
             }
-            if msg_type == 2 && frag_offset == 0 {
-                if let Some(p) = server_hello_srtp_profile(&fragment[12..]) {
-                    f.srtp_profile = Some(p);
-                }
+            if msg_type == 2
+                && frag_offset == 0
+                && let Some(p) = server_hello_srtp_profile(&fragment[12..])
+            {
+                f.srtp_profile = Some(p);
             }
         }
         rest = &rest[13 + len..];
