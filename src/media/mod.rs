@@ -14,6 +14,7 @@ pub mod rtp;
 pub mod sdes;
 pub mod sdp;
 pub mod srtp;
+pub mod webrtc;
 
 #[cfg(test)]
 pub(crate) fn hex(s: &str) -> Vec<u8> {

@@ -1,0 +1,234 @@
+//! The few SDP text rewrites and look-ups the leg needs around str0m's `SdpApi`.
+//!
+//! str0m parses and writes the SDP itself; these helpers only (a) steer its DTLS role by
+//! rewriting `a=setup`, (b) drop remote candidates of an address family we do not have, and
+//! (c) read the payload type numbers and the audio `a=mid` the remote chose. They work line
+//! by line, accept `\n` or `\r\n`, and always emit `\r\n` (RFC 8866 §5).
+
+use std::net::IpAddr;
+
+/// An `a=setup` value (RFC 4145 §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setup {
+    Active,
+    Passive,
+    ActPass,
+    HoldConn,
+}
+
+impl Setup {
+    fn parse(v: &str) -> Option<Setup> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "active" => Some(Setup::Active),
+            "passive" => Some(Setup::Passive),
+            "actpass" => Some(Setup::ActPass),
+            "holdconn" => Some(Setup::HoldConn),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Setup::Active => "active",
+            Setup::Passive => "passive",
+            Setup::ActPass => "actpass",
+            Setup::HoldConn => "holdconn",
+        }
+    }
+}
+
+fn lines(sdp: &str) -> impl Iterator<Item = &str> {
+    sdp.split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .filter(|l| !l.is_empty())
+}
+
+fn join(lines: impl Iterator<Item = String>) -> String {
+    let mut out = String::new();
+    for l in lines {
+        out.push_str(&l);
+        out.push_str("\r\n");
+    }
+    out
+}
+
+/// The first `a=setup` value (session or media level).
+pub fn setup_of(sdp: &str) -> Option<Setup> {
+    lines(sdp)
+        .find_map(|l| l.strip_prefix("a=setup:"))
+        .and_then(Setup::parse)
+}
+
+/// Replace every `a=setup:<from>` line with `a=setup:<to>`.
+pub fn rewrite_setup(sdp: &str, from: Setup, to: Setup) -> String {
+    join(lines(sdp).map(
+        |l| match l.strip_prefix("a=setup:").and_then(Setup::parse) {
+            Some(v) if v == from => format!("a=setup:{}", to.as_str()),
+            _ => l.to_string(),
+        },
+    ))
+}
+
+/// Whether the session declares `a=ice-lite` (RFC 8445 §2.5; session level only).
+pub fn is_ice_lite(sdp: &str) -> bool {
+    lines(sdp)
+        .take_while(|l| !l.starts_with("m="))
+        .any(|l| l == "a=ice-lite")
+}
+
+/// Drop `a=candidate` lines whose connection address is not an IP of the family we have
+/// (`want_v4`), including FQDN/mDNS candidates, and strip extension attributes from the
+/// rest (see [`strip_candidate_extensions`]). Returns the SDP and how many were dropped.
+/// A leg has exactly one local candidate, so a pair with another family can never form;
+/// dropping them keeps str0m from ever trying and keeps odd candidate syntax away from it.
+pub fn keep_candidates_of_family(sdp: &str, want_v4: bool) -> (String, usize) {
+    let mut dropped = 0;
+    let out = join(lines(sdp).filter_map(|l| {
+        if let Some(c) = l.strip_prefix("a=candidate:") {
+            // foundation component transport priority address port typ ...
+            let addr = c.split_ascii_whitespace().nth(4);
+            let keep = addr
+                .and_then(|a| a.parse::<IpAddr>().ok())
+                .is_some_and(|ip| ip.is_ipv4() == want_v4);
+            if !keep {
+                dropped += 1;
+                return None;
+            }
+            return Some(format!("a=candidate:{}", strip_candidate_extensions(c)));
+        }
+        Some(l.to_string())
+    }));
+    (out, dropped)
+}
+
+/// Keep `foundation component transport priority address port typ <type>` and
+/// `raddr`/`rport`; drop extension attributes. str0m 0.25 parses Meta's
+/// `generation 0 network-cost 50 ufrag …` tail but then never checks that candidate
+/// (no STUN check is ever sent), so they must go.
+fn strip_candidate_extensions(c: &str) -> String {
+    let toks: Vec<&str> = c.split_ascii_whitespace().collect();
+    let mut out: Vec<&str> = toks.iter().take(8).copied().collect();
+    let mut i = 8;
+    while i + 1 < toks.len() {
+        if toks[i] == "raddr" || toks[i] == "rport" {
+            out.push(toks[i]);
+            out.push(toks[i + 1]);
+        }
+        i += 2;
+    }
+    out.join(" ")
+}
+
+/// The `a=mid` of the first `m=audio` section.
+pub fn first_audio_mid(sdp: &str) -> Option<String> {
+    let mut in_audio = false;
+    for l in lines(sdp) {
+        if l.starts_with("m=") {
+            if in_audio {
+                return None;
+            }
+            in_audio = l.starts_with("m=audio ");
+        } else if in_audio && let Some(m) = l.strip_prefix("a=mid:") {
+            return Some(m.trim().to_string());
+        }
+    }
+    None
+}
+
+/// Payload types of the first audio section: (Opus 48000/2, telephone-event/8000), as the
+/// remote numbered them. Only PTs listed on the `m=audio` line count.
+pub fn audio_payload_types(sdp: &str) -> (Option<u8>, Option<u8>) {
+    let mut listed: Vec<u8> = Vec::new();
+    let mut in_audio = false;
+    let (mut opus, mut tel) = (None, None);
+    for l in lines(sdp) {
+        if let Some(m) = l.strip_prefix("m=") {
+            if in_audio {
+                break;
+            }
+            in_audio = m.starts_with("audio ");
+            if in_audio {
+                listed = m
+                    .split_ascii_whitespace()
+                    .skip(3)
+                    .filter_map(|p| p.parse().ok())
+                    .collect();
+            }
+            continue;
+        }
+        if !in_audio {
+            continue;
+        }
+        let Some(map) = l.strip_prefix("a=rtpmap:") else {
+            continue;
+        };
+        let mut it = map.splitn(2, ' ');
+        let (Some(pt), Some(enc)) = (it.next(), it.next()) else {
+            continue;
+        };
+        let Ok(pt) = pt.trim().parse::<u8>() else {
+            continue;
+        };
+        if !listed.contains(&pt) {
+            continue;
+        }
+        let enc = enc.trim().to_ascii_lowercase();
+        if opus.is_none() && (enc == "opus/48000/2" || enc == "opus/48000") {
+            opus = Some(pt);
+        }
+        if tel.is_none() && enc == "telephone-event/8000" {
+            tel = Some(pt);
+        }
+    }
+    (opus, tel)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=ice-lite\r\n\
+        m=audio 3482 UDP/TLS/RTP/SAVPF 109 9 101\r\nc=IN IP4 31.13.65.130\r\n\
+        a=candidate:1 1 udp 2113937151 31.13.65.130 3482 typ host generation 0\r\n\
+        a=candidate:2 1 udp 2113939711 2a03:2880:f211:d1:face:b00c:0:699c 3482 typ host\r\n\
+        a=candidate:3 1 udp 2113939711 abcd.local 3482 typ host\r\n\
+        a=setup:actpass\r\na=mid:audio\r\na=rtpmap:109 opus/48000/2\r\na=rtpmap:9 G722/8000\r\n\
+        a=rtpmap:100 telephone-event/48000\r\na=rtpmap:101 telephone-event/8000\r\n";
+
+    #[test]
+    fn setup_rewrite_and_lookup() {
+        assert_eq!(setup_of(OFFER), Some(Setup::ActPass));
+        let s = rewrite_setup(OFFER, Setup::ActPass, Setup::Passive);
+        assert_eq!(setup_of(&s), Some(Setup::Passive));
+        assert!(!s.contains("actpass"));
+        // other values untouched
+        let t = rewrite_setup(&s, Setup::ActPass, Setup::Active);
+        assert_eq!(setup_of(&t), Some(Setup::Passive));
+        assert_eq!(setup_of("v=0\n"), None);
+    }
+
+    #[test]
+    fn candidates_by_family() {
+        let (v4, dropped) = keep_candidates_of_family(OFFER, true);
+        assert_eq!(dropped, 2);
+        assert!(v4.contains("a=candidate:1 1 udp 2113937151 31.13.65.130 3482 typ host\r\n"));
+        assert!(!v4.contains("generation"));
+        assert!(!v4.contains("2a03:"));
+        assert!(!v4.contains(".local"));
+        let (v6, dropped) = keep_candidates_of_family(OFFER, false);
+        assert_eq!(dropped, 2);
+        assert!(v6.contains("2a03:"));
+    }
+
+    #[test]
+    fn mid_pts_lite() {
+        assert_eq!(first_audio_mid(OFFER).as_deref(), Some("audio"));
+        assert_eq!(audio_payload_types(OFFER), (Some(109), Some(101)));
+        assert!(is_ice_lite(OFFER));
+        assert!(!is_ice_lite("v=0\r\nm=audio 9 X 0\r\na=ice-lite\r\n"));
+        assert_eq!(
+            audio_payload_types("m=audio 9 X 0\r\na=rtpmap:111 opus/48000/2\r\n"),
+            (None, None)
+        );
+    }
+}
