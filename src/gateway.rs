@@ -28,8 +28,10 @@ use crate::call::state::{
     CallConfig, CallDeps, CallState, ChallengeResponder, Direction, MediaError, Permission,
     RecordUpdate, SdpPlane,
 };
+use crate::config::KeyExchange;
 use crate::config::{Config, TlsIdentity, TrunkCodec};
 use crate::media::sdp::{self, AudioSession, Codec, LocalMedia, Offer};
+use crate::media::webrtc::{WebrtcConfig, WebrtcLeg};
 use crate::sip::auth::{DigestClient, RandomCnonce, meta_client};
 use crate::sip::endpoint::{Endpoint, EndpointConfig};
 use crate::store::{self, Recorder, StoreConfig, Timestamp};
@@ -138,9 +140,72 @@ struct SdpNegotiator {
     /// The RTP ports in `wa_local` / `pbx_local`, held for the call's lifetime; `None` when
     /// the range was exhausted (every offer/answer then fails with 503).
     leases: Option<(media::PortLease, media::PortLease)>,
+    /// DTLS+ICE toward Meta: offered when the number's `srtp_key_exchange` is `dtls`,
+    /// answered whenever Meta's offer is DTLS. Legs go to `table` for the relay.
+    dtls: bool,
+    table: media::SocketTable,
+    /// Our DTLS offer's leg, until Meta's answer is accepted.
+    webrtc: Option<Box<WebrtcLeg>>,
+    webrtc_accepted: bool,
+}
+
+/// str0m writes WebRTC-style `c=IN IP4 0.0.0.0` / `m=audio 9`; Meta's own SDP carries the
+/// real address (and an ICE-lite peer may read it), so ours names the leg's one candidate.
+fn pin_address(sdp: &str, addr: SocketAddr) -> String {
+    let fam = if addr.is_ipv4() { "IP4" } else { "IP6" };
+    let mut out = String::with_capacity(sdp.len() + 32);
+    for line in sdp.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\r', '\n']);
+        let eol = &line[body.len()..];
+        if body.starts_with("c=IN ") {
+            out.push_str(&format!("c=IN {fam} {}", addr.ip()));
+        } else if let Some(rest) = body.strip_prefix("m=audio ") {
+            let tail = rest.split_once(' ').map_or("", |x| x.1);
+            out.push_str(&format!("m=audio {} {tail}", addr.port()));
+        } else if let Some(rest) = body.strip_prefix("o=") {
+            let f: Vec<&str> = rest.split(' ').collect();
+            if f.len() == 6 {
+                out.push_str(&format!(
+                    "o={} {} {} IN {fam} {}",
+                    f[0],
+                    f[1],
+                    f[2],
+                    addr.ip()
+                ));
+            } else {
+                out.push_str(body);
+            }
+        } else {
+            out.push_str(body);
+        }
+        out.push_str(eol);
+    }
+    out
+}
+
+fn webrtc_error(e: crate::media::webrtc::WebrtcError) -> MediaError {
+    MediaError {
+        status: 488,
+        text: format!("DTLS/ICE: {e}"),
+    }
 }
 
 impl SdpNegotiator {
+    fn wa_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.wa_local.address, self.wa_local.port)
+    }
+
+    fn webrtc_config(&self) -> WebrtcConfig {
+        WebrtcConfig::new(self.wa_addr())
+    }
+
+    /// `wa_local` as the DTLS leg can carry it: Opus only.
+    fn opus_only(&self) -> LocalMedia {
+        let mut l = self.wa_local.clone();
+        l.codecs.retain(|c| c.is("opus"));
+        l
+    }
+
     fn ports(&self) -> Result<(), MediaError> {
         match self.leases {
             Some(_) => Ok(()),
@@ -183,7 +248,9 @@ impl SdpPlane for SdpNegotiator {
         self.ports()?;
         let offer = parse_sdp(wa_offer)?;
         // Fail early (488 to Meta) when we could not answer Meta's offer at all.
-        sdp::build_answer(&offer, &self.wa_local).map_err(media_error)?;
+        if !offer.proto.is_dtls() {
+            sdp::build_answer(&offer, &self.wa_local).map_err(media_error)?;
+        }
         let ours = sdp::build_offer(&relayable(&self.pbx_local, &offer)?);
         let text = ours.sdp.to_sdp();
         self.offer = Some(ours);
@@ -193,6 +260,19 @@ impl SdpPlane for SdpNegotiator {
     fn wa_answer(&mut self, wa_offer: &[u8], pbx_answer: &[u8]) -> Result<Bytes, MediaError> {
         self.ports()?;
         let pbx = self.accept(pbx_answer)?;
+        let offer = parse_sdp(wa_offer)?;
+        if offer.proto.is_dtls() {
+            relayable(&self.opus_only(), &pbx)?;
+            let text = std::str::from_utf8(wa_offer).map_err(|_| MediaError {
+                status: 400,
+                text: "SDP is not UTF-8".into(),
+            })?;
+            let (leg, answer) =
+                WebrtcLeg::answer_offer(std::time::Instant::now(), &self.webrtc_config(), text)
+                    .map_err(webrtc_error)?;
+            self.table.put_leg(self.wa_addr(), Box::new(leg));
+            return Ok(Bytes::from(pin_address(&answer, self.wa_addr())));
+        }
         let local = relayable(&self.wa_local, &pbx)?;
         let (answer, _) = sdp::build_answer(&parse_sdp(wa_offer)?, &local).map_err(media_error)?;
         Ok(Bytes::from(answer.to_sdp()))
@@ -202,6 +282,14 @@ impl SdpPlane for SdpNegotiator {
         self.ports()?;
         let offer = parse_sdp(pbx_offer)?;
         sdp::build_answer(&offer, &self.pbx_local).map_err(media_error)?;
+        if self.dtls {
+            relayable(&self.opus_only(), &offer)?;
+            let (leg, sdp) =
+                WebrtcLeg::create_offer(std::time::Instant::now(), &self.webrtc_config())
+                    .map_err(webrtc_error)?;
+            self.webrtc = Some(Box::new(leg));
+            return Ok(Bytes::from(pin_address(&sdp, self.wa_addr())));
+        }
         let ours = sdp::build_offer(&relayable(&self.wa_local, &offer)?);
         let text = ours.sdp.to_sdp();
         self.offer = Some(ours);
@@ -210,7 +298,26 @@ impl SdpPlane for SdpNegotiator {
 
     fn pbx_answer(&mut self, pbx_offer: &[u8], wa_answer: &[u8]) -> Result<Bytes, MediaError> {
         self.ports()?;
-        let wa = self.accept(wa_answer)?;
+        let wa = if self.dtls {
+            if let Some(mut leg) = self.webrtc.take() {
+                let text = std::str::from_utf8(wa_answer).map_err(|_| MediaError {
+                    status: 400,
+                    text: "SDP is not UTF-8".into(),
+                })?;
+                leg.accept_answer(std::time::Instant::now(), text)
+                    .map_err(webrtc_error)?;
+                self.table.put_leg(self.wa_addr(), leg);
+                self.webrtc_accepted = true;
+            } else if !self.webrtc_accepted {
+                return Err(MediaError {
+                    status: 500,
+                    text: "answer without our offer".into(),
+                });
+            }
+            parse_sdp(wa_answer)?
+        } else {
+            self.accept(wa_answer)?
+        };
         let local = relayable(&self.pbx_local, &wa)?;
         let (answer, _) = sdp::build_answer(&parse_sdp(pbx_offer)?, &local).map_err(media_error)?;
         Ok(Bytes::from(answer.to_sdp()))
@@ -330,6 +437,10 @@ fn deps_factory(
                 pbx_local,
                 offer: None,
                 leases: wa_lease.zip(pbx_lease),
+                dtls: number.is_some_and(|n| n.srtp_key_exchange == KeyExchange::Dtls),
+                table: table.clone(),
+                webrtc: None,
+                webrtc_accepted: false,
             }),
             wa_auth,
             pbx_auth,
@@ -957,6 +1068,10 @@ mod tests {
             pbx_local: LocalMedia::pbx(lo, pbx_port, vec![Codec::pcmu(), Codec::pcma()]),
             offer: None,
             leases: lease(wa_port).zip(lease(pbx_port)),
+            dtls: false,
+            table: media::SocketTable::default(),
+            webrtc: None,
+            webrtc_accepted: false,
         }
     }
 

@@ -374,8 +374,13 @@ impl Router {
     /// The media relay of call `k` saw no media from Meta for its configured time: the call
     /// ends on both legs (BYE with a Reason).
     pub fn handle_media_timeout(&mut self, now: Instant, k: CallKey) {
+        self.handle_media_event(now, k, LegEvent::MediaTimeout);
+    }
+
+    /// A media event for call `k` (`MediaTimeout`, `MediaFailed`).
+    pub fn handle_media_event(&mut self, now: Instant, k: CallKey, ev: LegEvent) {
         if let Some(e) = self.calls.get_mut(&k) {
-            e.call.handle_event(now, LegEvent::MediaTimeout);
+            e.call.handle_event(now, ev);
         }
         self.drain_call(now, k);
         self.process(now);

@@ -19,7 +19,7 @@ use crate::transport::{self, ConnId, Kind, Outgoing, Transport};
 use crate::media::io::EngineEvent;
 
 use super::router::{CallKey, Output, Router};
-use super::state::{Leg, Permission};
+use super::state::{Leg, LegEvent, Permission};
 
 /// One side's transport and its event stream.
 #[derive(Debug)]
@@ -254,6 +254,14 @@ impl Runtime {
                     Some(EngineEvent::MediaTimeout { call, silent_for }) => {
                         tracing::info!(call, ?silent_for, "no media from WhatsApp: ending the call");
                         self.router.handle_media_timeout(Instant::now(), CallKey(call));
+                    }
+                    Some(EngineEvent::MediaFailed { call, reason }) => {
+                        tracing::info!(call, reason, "WhatsApp media leg failed: ending the call");
+                        self.router.handle_media_event(
+                            Instant::now(),
+                            CallKey(call),
+                            LegEvent::MediaFailed { reason: reason.to_owned() },
+                        );
                     }
                     None => self.media = None,
                 },

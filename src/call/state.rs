@@ -162,6 +162,8 @@ pub enum LegEvent {
     AckTimeout { leg: Leg },
     /// The media layer saw no media for its configured time.
     MediaTimeout,
+    /// The media layer lost the WhatsApp leg (DTLS/ICE failure): the call ends with `reason`.
+    MediaFailed { reason: String },
 }
 
 /// What the media layer should do.
@@ -725,6 +727,11 @@ impl Call {
             LegEvent::MediaTimeout => {
                 if !self.state.is_terminal() {
                     self.teardown(now, None, EndReason::new(None, "media timeout", None));
+                }
+            }
+            LegEvent::MediaFailed { reason } => {
+                if !self.state.is_terminal() {
+                    self.teardown(now, None, EndReason::new(None, reason, None));
                 }
             }
         }

@@ -20,14 +20,34 @@ use crate::config::PortRange;
 use crate::media::io::{CallSockets, Command, MediaEngine};
 use crate::media::relay::{MediaCounters, RelaySpec, StreamIds};
 use crate::media::sdp::AudioSession;
+use crate::media::webrtc::WebrtcLeg;
 
-/// Bound sockets of leased ports, by the address advertised in SDP.
+type Legs = HashMap<SocketAddr, Box<WebrtcLeg>>;
+
+/// Bound sockets of leased ports, and DTLS+ICE legs created during SDP negotiation, by the
+/// address advertised in SDP; both go to the call's relay when its media starts.
 #[derive(Debug, Clone, Default)]
-pub(super) struct SocketTable(Arc<Mutex<HashMap<SocketAddr, (UdpSocket, UdpSocket)>>>);
+pub(super) struct SocketTable {
+    sockets: Arc<Mutex<HashMap<SocketAddr, (UdpSocket, UdpSocket)>>>,
+    legs: Arc<Mutex<Legs>>,
+}
 
 impl SocketTable {
     fn lock(&self) -> MutexGuard<'_, HashMap<SocketAddr, (UdpSocket, UdpSocket)>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.sockets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn legs(&self) -> MutexGuard<'_, Legs> {
+        self.legs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Parks the WebRTC leg negotiated for the WhatsApp address `addr`.
+    pub(super) fn put_leg(&self, addr: SocketAddr, leg: Box<WebrtcLeg>) {
+        self.legs().insert(addr, leg);
+    }
+
+    fn take_leg(&self, addr: SocketAddr) -> Option<Box<WebrtcLeg>> {
+        self.legs().remove(&addr)
     }
 
     /// Clones of the RTP and RTCP sockets advertised as `addr`.
@@ -65,10 +85,9 @@ pub(super) struct PortLease {
 
 impl Drop for PortLease {
     fn drop(&mut self) {
-        self.pool
-            .table
-            .lock()
-            .remove(&SocketAddr::new(self.pool.advertise, self.port));
+        let addr = SocketAddr::new(self.pool.advertise, self.port);
+        self.pool.table.lock().remove(&addr);
+        self.pool.table.legs().remove(&addr);
         self.pool.lock().used.remove(&self.port);
     }
 }
@@ -229,6 +248,13 @@ impl MediaControl {
                     return;
                 };
                 let mux = spec.pbx.rtcp_mux;
+                let webrtc = local_addr(&cm.wa_local).and_then(|a| self.table.take_leg(a));
+                if webrtc.is_none()
+                    && AudioSession::parse(&cm.wa_local).is_ok_and(|s| s.proto.is_dtls())
+                {
+                    tracing::warn!(call = k.0, "DTLS media negotiated but its leg is gone");
+                    return;
+                }
                 self.engine.command(
                     k.0,
                     Command::Start {
@@ -240,6 +266,7 @@ impl MediaControl {
                             pbx_rtcp: (!mux).then_some(pbx_rtcp),
                         },
                         answered: !early,
+                        webrtc,
                         ids: StreamIds {
                             ssrc: rand::random(),
                             seq: rand::random(),

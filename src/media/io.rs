@@ -24,6 +24,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::relay::{
     MAX_DATAGRAM, MediaCounters, RelayCall, RelayEvent, RelaySpec, Side, Socket, StreamIds,
 };
+use super::webrtc::WebrtcLeg;
 
 /// The sockets of one call: RTP (and RTCP on port + 1 when not muxed) on each leg.
 #[derive(Debug)]
@@ -43,6 +44,8 @@ pub enum Command {
         answered: bool,
         ids: StreamIds,
         counters: Arc<MediaCounters>,
+        /// DTLS+ICE toward Meta (`None`: SDES keys from the spec).
+        webrtc: Option<Box<WebrtcLeg>>,
     },
     /// New SDP on either leg, or the WhatsApp leg got answered.
     Update {
@@ -60,7 +63,15 @@ pub enum Command {
 /// What the workers report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EngineEvent {
-    MediaTimeout { call: u64, silent_for: Duration },
+    MediaTimeout {
+        call: u64,
+        silent_for: Duration,
+    },
+    /// The WhatsApp leg's media failed (DTLS/ICE): end the call with `reason`.
+    MediaFailed {
+        call: u64,
+        reason: &'static str,
+    },
 }
 
 enum Msg {
@@ -249,6 +260,7 @@ impl WorkerLoop {
                 answered,
                 ids,
                 counters,
+                webrtc,
             } => {
                 if let Some(&i) = self.by_call.get(&call) {
                     // A second start is an update (keeps sockets and SRTP state).
@@ -282,7 +294,11 @@ impl WorkerLoop {
                     }
                 }
                 self.next_gen = self.next_gen.wrapping_add(1);
-                let relay = RelayCall::new(now, SystemTime::now(), *spec, ids, answered, counters);
+                let mut relay =
+                    RelayCall::new(now, SystemTime::now(), *spec, ids, answered, counters);
+                if let Some(leg) = webrtc {
+                    relay = relay.with_webrtc(now, leg);
+                }
                 self.slots[i] = Some(Slot {
                     call,
                     relay,
@@ -387,6 +403,24 @@ impl WorkerLoop {
                         call: s.call,
                         silent_for,
                     });
+                }
+                RelayEvent::WebrtcFailed { reason } => {
+                    let _ = self.events.send(EngineEvent::MediaFailed {
+                        call: s.call,
+                        reason,
+                    });
+                }
+                RelayEvent::WebrtcConnected {
+                    dtls_client,
+                    ice_controlling,
+                } => {
+                    let client_hello_from = if dtls_client { "whatsip" } else { "WhatsApp" };
+                    tracing::info!(
+                        call = s.call,
+                        ice_controlling,
+                        client_hello_from,
+                        "DTLS-SRTP with WhatsApp connected"
+                    );
                 }
             }
         }

@@ -39,6 +39,7 @@ use crate::media::opus;
 use crate::media::rtcp::{self, SenderInfo};
 use crate::media::rtp::{FIXED_HEADER_LEN, RtpPacket};
 use crate::media::srtp::SrtpSession;
+use crate::media::webrtc::{self, WebrtcLeg};
 use counters::bump;
 use stream::OutStream;
 
@@ -70,11 +71,21 @@ pub struct Transmit {
 }
 
 /// Something the call core must hear about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RelayEvent {
     /// No packet from Meta for the configured time after answer.
     MediaTimeout { silent_for: Duration },
+    /// The DTLS+ICE leg toward Meta came up.
+    WebrtcConnected {
+        dtls_client: bool,
+        ice_controlling: bool,
+    },
+    /// The DTLS+ICE leg toward Meta failed (no connection in time, fatal DTLS error).
+    WebrtcFailed { reason: FailText },
 }
+
+/// A short failure text (no allocation when events are copied around).
+pub type FailText = &'static str;
 
 /// Random starting values of our stream toward Meta (chosen by the shell).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +175,13 @@ pub struct RelayCall {
     epoch: (Instant, SystemTime),
     counters: Arc<MediaCounters>,
     events: VecDeque<RelayEvent>,
+    /// DTLS+ICE toward Meta instead of SDES (`None`: SDES or plain RTP).
+    webrtc: Option<Box<WebrtcLeg>>,
+    webrtc_connected: bool,
+    webrtc_wake: Option<Instant>,
+    /// Datagrams the WebRTC leg produced, and PBX-bound RTP from it (DTLS mode only; str0m
+    /// hands out owned buffers, so this path allocates per packet).
+    queued: VecDeque<(Side, SocketAddr, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for RelayCall {
@@ -214,6 +232,10 @@ impl RelayCall {
             epoch: (now, wall),
             counters,
             events: VecDeque::new(),
+            webrtc: None,
+            webrtc_connected: false,
+            webrtc_wake: None,
+            queued: VecDeque::new(),
             spec,
         };
         r.derive_formats();
@@ -249,6 +271,105 @@ impl RelayCall {
                     .find(|f| f.is_telephone_event())
             })
             .map(|f| f.pt_out);
+    }
+
+    /// Media toward Meta goes through `leg` (DTLS-SRTP + ICE) instead of SDES keys. Nothing
+    /// is sent to Meta before the leg is connected; then our first packet goes out at once.
+    pub fn with_webrtc(mut self, now: Instant, leg: Box<WebrtcLeg>) -> RelayCall {
+        self.webrtc = Some(leg);
+        self.next_rtcp = None; // str0m sends RTCP itself
+        self.drain_webrtc(now);
+        self
+    }
+
+    /// The WebRTC leg's report (DTLS mode).
+    pub fn webrtc_report(&self) -> Option<webrtc::LegReport> {
+        self.webrtc.as_ref().map(|l| l.report())
+    }
+
+    /// Datagrams queued by the DTLS+ICE leg (call after every `handle_*` until `None`).
+    pub fn poll_transmit(&mut self, out: &mut [u8]) -> Option<Transmit> {
+        let (side, to, bytes) = self.queued.pop_front()?;
+        let Some(o) = out.get_mut(..bytes.len()) else {
+            bump(&self.counters.dropped, 1);
+            return self.poll_transmit(out);
+        };
+        o.copy_from_slice(&bytes);
+        Some(Transmit {
+            side,
+            socket: Socket::Rtp,
+            destination: to,
+            len: bytes.len(),
+        })
+    }
+
+    fn drain_webrtc(&mut self, now: Instant) {
+        let Some(leg) = self.webrtc.as_mut() else {
+            return;
+        };
+        loop {
+            match leg.poll_output(now) {
+                webrtc::Output::Transmit(t) => {
+                    self.queued
+                        .push_back((Side::WhatsApp, t.destination, t.contents));
+                }
+                webrtc::Output::Timeout(at) => {
+                    self.webrtc_wake = Some(at);
+                    break;
+                }
+                webrtc::Output::Connected(c) => {
+                    self.webrtc_connected = true;
+                    self.events.push_back(RelayEvent::WebrtcConnected {
+                        dtls_client: c.dtls_client,
+                        ice_controlling: c.ice_controlling,
+                    });
+                }
+                webrtc::Output::Rtp(p) => {
+                    self.last_wa = Some(now);
+                    let out_pt = match self.to_pbx.get(p.payload_type) {
+                        Some(pt) if self.spec.pbx.send => pt,
+                        _ => {
+                            bump(&self.counters.dropped, 1);
+                            continue;
+                        }
+                    };
+                    let mut v = Vec::with_capacity(FIXED_HEADER_LEN + p.payload.len() + 16);
+                    v.push(0x80);
+                    v.push((u8::from(p.marker) << 7) | (out_pt & 0x7f));
+                    v.extend_from_slice(&p.sequence.to_be_bytes());
+                    v.extend_from_slice(&p.timestamp.to_be_bytes());
+                    v.extend_from_slice(&p.ssrc.to_be_bytes());
+                    v.extend_from_slice(&p.payload);
+                    let len = v.len();
+                    if let Some(s) = &mut self.pbx {
+                        v.resize(len + s.tx.rtp_overhead(), 0);
+                        match s.tx.protect_rtp(&mut v, len) {
+                            Ok(n) => v.truncate(n),
+                            Err(_) => {
+                                bump(&self.counters.dropped, 1);
+                                continue;
+                            }
+                        }
+                    }
+                    bump(&self.counters.wa_to_pbx_packets, 1);
+                    bump(&self.counters.wa_to_pbx_bytes, len as u64);
+                    self.queued.push_back((Side::Pbx, self.pbx_rtp, v));
+                }
+                webrtc::Output::Failed(why) => {
+                    tracing::warn!(reason = %why, "DTLS+ICE leg toward WhatsApp failed");
+                    self.events.push_back(RelayEvent::WebrtcFailed {
+                        reason: match why {
+                            webrtc::FailReason::ConnectTimeout { .. } => {
+                                "no DTLS connection with WhatsApp in time"
+                            }
+                            _ => "DTLS/ICE failure on the WhatsApp leg",
+                        },
+                    });
+                    self.webrtc_wake = None;
+                    break;
+                }
+            }
+        }
     }
 
     pub fn counters(&self) -> &Arc<MediaCounters> {
@@ -340,6 +461,9 @@ impl RelayCall {
         if self.silence_pt.is_none() || !self.spec.whatsapp.send || !self.dtmf.is_empty() {
             return None;
         }
+        if self.webrtc.is_some() && !self.webrtc_connected {
+            return None;
+        }
         match self.out.last_at() {
             // The first packet toward Meta is ours, at answer.
             None => Some(answered),
@@ -369,6 +493,7 @@ impl RelayCall {
             self.timeout_due(),
             self.dtmf.front().map(|(at, _, _)| *at),
             self.next_rtcp,
+            self.webrtc_wake,
         ]
         .into_iter()
         .flatten()
@@ -377,6 +502,17 @@ impl RelayCall {
 
     /// Runs what is due at `now`; returns at most one datagram (in `out`). Call until `None`.
     pub fn handle_timeout(&mut self, now: Instant, out: &mut [u8]) -> Option<Transmit> {
+        if let Some(at) = self.webrtc_wake
+            && at <= now
+            && let Some(leg) = self.webrtc.as_mut()
+        {
+            self.webrtc_wake = None;
+            leg.handle_timeout(now);
+            self.drain_webrtc(now);
+        }
+        if let Some(tx) = self.poll_transmit(out) {
+            return Some(tx);
+        }
         if let Some(t) = self.timeout_due()
             && t <= now
         {
@@ -392,7 +528,7 @@ impl RelayCall {
         {
             let pt = self.dtmf_pt?;
             let seq = self.out.generate_at(now, ts, p.payload.len());
-            let tx = self.write_to_wa(out, pt, seq, ts, p.marker, &p.payload);
+            let tx = self.write_to_wa(now, out, pt, seq, ts, p.marker, &p.payload);
             if tx.is_some() {
                 bump(&self.counters.dtmf_packets, 1);
             }
@@ -404,7 +540,7 @@ impl RelayCall {
         {
             let (payload, step) = self.silence;
             let (seq, ts) = self.out.generate(now, step, payload.len());
-            let tx = self.write_to_wa(out, pt, seq, ts, false, payload);
+            let tx = self.write_to_wa(now, out, pt, seq, ts, false, payload);
             if tx.is_some() {
                 bump(&self.counters.silence_packets, 1);
             }
@@ -449,8 +585,10 @@ impl RelayCall {
     }
 
     /// Writes an RTP packet with our SSRC into `out`, protects it, and counts it.
+    #[allow(clippy::too_many_arguments)]
     fn write_to_wa(
         &mut self,
+        now: Instant,
         out: &mut [u8],
         pt: u8,
         seq: u16,
@@ -459,6 +597,16 @@ impl RelayCall {
         payload: &[u8],
     ) -> Option<Transmit> {
         let len = FIXED_HEADER_LEN + payload.len();
+        if let Some(leg) = self.webrtc.as_mut() {
+            if leg.write_rtp(now, pt, seq, ts, marker, payload).is_err() {
+                bump(&self.counters.dropped, 1);
+                return None;
+            }
+            bump(&self.counters.pbx_to_wa_packets, 1);
+            bump(&self.counters.pbx_to_wa_bytes, len as u64);
+            self.drain_webrtc(now);
+            return self.poll_transmit(out);
+        }
         let overhead = self.wa.as_ref().map_or(0, |s| s.tx.rtp_overhead());
         if out.len() < len + overhead {
             bump(&self.counters.dropped, 1);
@@ -501,6 +649,13 @@ impl RelayCall {
         data: &mut [u8],
         out: &mut [u8],
     ) -> Option<Transmit> {
+        if side == Side::WhatsApp
+            && let Some(leg) = self.webrtc.as_mut()
+        {
+            leg.handle_receive(now, from, self.spec.whatsapp.local, data);
+            self.drain_webrtc(now);
+            return self.poll_transmit(out);
+        }
         let is_rtcp = socket == Socket::Rtcp || rtcp::is_rtcp(data);
         match (side, is_rtcp) {
             (Side::WhatsApp, true) => {
@@ -631,7 +786,7 @@ impl RelayCall {
         // `pkt` borrows `data`; the payload is copied into `out` by `write_to_wa`.
         let payload_range = pkt.header_len()..pkt.header_len() + pkt.payload().len();
         let payload = &data[payload_range];
-        self.write_to_wa(out, out_pt, seq, ts, marker, payload)
+        self.write_to_wa(now, out, out_pt, seq, ts, marker, payload)
     }
 }
 

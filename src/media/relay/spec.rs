@@ -84,6 +84,8 @@ impl PartialEq for LegKeys {
 /// One leg of a relayed call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LegSpec {
+    /// Our address for this leg as our SDP advertises it.
+    pub local: SocketAddr,
     /// Where the peer said to send RTP and RTCP (equal when muxed).
     pub remote_rtp: SocketAddr,
     pub remote_rtcp: SocketAddr,
@@ -127,12 +129,15 @@ impl LegSpec {
             None
         };
         Ok(LegSpec {
+            local: SocketAddr::new(ours.connection, ours.port),
             remote_rtp,
             remote_rtcp,
             rtcp_mux,
             srtp,
             formats,
-            send: theirs.direction.receives() && !theirs.connection.is_unspecified(),
+            // With ICE the address comes from the candidates (`c=0.0.0.0` is normal there).
+            send: theirs.direction.receives()
+                && (!theirs.connection.is_unspecified() || theirs.proto.is_dtls()),
         })
     }
 

@@ -427,3 +427,210 @@ fn spec_maps_payload_types_and_refuses_srtp_without_a_key_pair() {
         Err(SpecError::NoCryptoPair(_))
     ));
 }
+
+mod dtls {
+    //! The relay with a DTLS+ICE WhatsApp leg against the Meta-like str0m peer, on virtual
+    //! time and in memory: same relay behaviour as SDES (first packet ours once connected,
+    //! one SSRC, PT mapping both ways).
+    use super::*;
+    use crate::media::webrtc::{self, MetaLikeConfig, WebrtcConfig, WebrtcLeg};
+
+    const GW: &str = "127.0.0.1:40000";
+    const META_ADDR: &str = "127.0.0.2:3480";
+
+    struct Net {
+        relay: RelayCall,
+        meta: WebrtcLeg,
+        meta_wake: Instant,
+        now: Instant,
+        meta_rx: Vec<(u8, u32, Vec<u8>)>,
+        meta_connected: bool,
+        pbx_rx: Vec<Vec<u8>>,
+    }
+
+    impl Net {
+        fn new() -> Net {
+            let now = Instant::now();
+            let gw: SocketAddr = GW.parse().unwrap();
+            let (mut leg, offer) = WebrtcLeg::create_offer(now, &WebrtcConfig::new(gw)).unwrap();
+            let (meta, answer) = WebrtcLeg::meta_answer(
+                now,
+                &MetaLikeConfig::new(META_ADDR.parse().unwrap()),
+                &offer,
+            )
+            .unwrap();
+            leg.accept_answer(now, &answer).unwrap();
+            let lo = IpAddr::from([127, 0, 0, 1]);
+            let pbx_offer = sdp::build_offer(&LocalMedia::pbx(lo, 30000, vec![Codec::opus(111)]));
+            let spec = RelaySpec::from_sdps(
+                offer.as_bytes(),
+                answer.as_bytes(),
+                pbx_offer.sdp.to_sdp().as_bytes(),
+                pbx_sdp(20000, "sendrecv").as_bytes(),
+            )
+            .unwrap();
+            let ids = StreamIds {
+                ssrc: 5,
+                seq: 65500,
+                ts: 0,
+            };
+            let relay = RelayCall::new(
+                now,
+                SystemTime::UNIX_EPOCH,
+                spec,
+                ids,
+                true,
+                Arc::new(MediaCounters::default()),
+            )
+            .with_webrtc(now, Box::new(leg));
+            Net {
+                relay,
+                meta,
+                meta_wake: now,
+                now,
+                meta_rx: vec![],
+                meta_connected: false,
+                pbx_rx: vec![],
+            }
+        }
+
+        fn from_relay(&mut self, tx: Transmit, out: &[u8]) {
+            match tx.side {
+                Side::WhatsApp => self.meta.handle_receive(
+                    self.now,
+                    GW.parse().unwrap(),
+                    META_ADDR.parse().unwrap(),
+                    &out[..tx.len],
+                ),
+                Side::Pbx => self.pbx_rx.push(out[..tx.len].to_vec()),
+            }
+        }
+
+        /// Delivers everything in flight, then advances to the next deadline (≤ 20 ms).
+        fn step(&mut self) {
+            let mut out = [0u8; MAX_DATAGRAM];
+            for _ in 0..1000 {
+                let mut moved = false;
+                while let Some(tx) = self.relay.poll_transmit(&mut out) {
+                    self.from_relay(tx, &out);
+                    moved = true;
+                }
+                loop {
+                    match self.meta.poll_output(self.now) {
+                        webrtc::Output::Transmit(t) => {
+                            let mut d = t.contents.clone();
+                            if let Some(tx) = self.relay.handle_datagram(
+                                self.now,
+                                Side::WhatsApp,
+                                Socket::Rtp,
+                                META_ADDR.parse().unwrap(),
+                                &mut d,
+                                &mut out,
+                            ) {
+                                self.from_relay(tx, &out);
+                            }
+                            moved = true;
+                        }
+                        webrtc::Output::Timeout(at) => {
+                            self.meta_wake = at;
+                            break;
+                        }
+                        webrtc::Output::Connected(_) => self.meta_connected = true,
+                        webrtc::Output::Rtp(p) => {
+                            self.meta_rx
+                                .push((p.payload_type, p.ssrc, p.payload.to_vec()))
+                        }
+                        webrtc::Output::Failed(f) => panic!("meta leg failed: {f}"),
+                    }
+                }
+                if !moved {
+                    break;
+                }
+            }
+            let next = [self.relay.poll_timeout(), Some(self.meta_wake)]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(self.now)
+                .min(self.now + Duration::from_millis(20))
+                .max(self.now);
+            self.now = next;
+            while let Some(tx) = self.relay.handle_timeout(self.now, &mut out) {
+                self.from_relay(tx, &out);
+            }
+            self.meta.handle_timeout(self.now);
+        }
+    }
+
+    #[test]
+    fn dtls_leg_relays_like_sdes_and_speaks_first() {
+        let mut n = Net::new();
+        let start = n.now;
+        while !(n.meta_connected && !n.meta_rx.is_empty()) {
+            assert!(
+                n.now - start < Duration::from_secs(5),
+                "no connection / first packet"
+            );
+            n.step();
+        }
+        // Our first packet is Opus silence under our one SSRC; Meta never spoke first.
+        let (pt, ssrc, payload) = n.meta_rx[0].clone();
+        assert_eq!((pt, payload.as_slice()), (111, &opus::SILENCE_20MS[..]));
+        let r = n.meta.report();
+        assert!(
+            r.remote_ice_controlling_seen && r.regular_nomination_seen,
+            "{r:?}"
+        );
+        assert_eq!(r.client_hello_from, Some(webrtc::Side::Remote), "{r:?}");
+        assert!(matches!(
+            n.relay.poll_event(),
+            Some(RelayEvent::WebrtcConnected {
+                dtls_client: true,
+                ice_controlling: true
+            })
+        ));
+        // PBX → Meta: relayed under the same SSRC, payload intact.
+        let mut out = [0u8; MAX_DATAGRAM];
+        let mut pkt = rtp(111, 7, 700, 0xabc, b"from-the-pbx");
+        let now = n.now;
+        if let Some(tx) = n.relay.handle_datagram(
+            now,
+            Side::Pbx,
+            Socket::Rtp,
+            PBX.parse().unwrap(),
+            &mut pkt,
+            &mut out,
+        ) {
+            n.from_relay(tx, &out);
+        }
+        for _ in 0..5 {
+            n.step();
+        }
+        assert!(
+            n.meta_rx
+                .iter()
+                .any(|(pt, s, p)| *pt == 111 && *s == ssrc && p == b"from-the-pbx"),
+            "{:?}",
+            n.meta_rx.len()
+        );
+        // Meta → PBX: plain RTP with the PBX's PT.
+        let now = n.now;
+        n.meta
+            .write_rtp(now, 111, 1, 960, false, b"from-meta")
+            .unwrap();
+        for _ in 0..5 {
+            n.step();
+        }
+        let got = n
+            .pbx_rx
+            .iter()
+            .find(|p| p.ends_with(b"from-meta"))
+            .expect("Meta's packet reached the PBX");
+        assert_eq!(hdr(got).1, 111);
+        let c = n.relay.counters().snapshot();
+        assert!(
+            c.wa_to_pbx_packets >= 1 && c.pbx_to_wa_packets >= 2,
+            "{c:?}"
+        );
+    }
+}
