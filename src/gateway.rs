@@ -704,12 +704,15 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             wa.sip.public_host.clone(),
             std::net::IpAddr::from([127, 0, 0, 1]),
         );
-        let edge_cfg = crate::sandbox::runtime::RuntimeConfig {
+        let mut edge_cfg = crate::sandbox::runtime::RuntimeConfig {
             edge: edge_addr,
             ca_dir: PathBuf::from(SANDBOX_DIR),
             hosts,
             ..Default::default()
         };
+        if wa.meta.sandbox_digest_md5 {
+            edge_cfg.edge_config.algorithm = crate::sip::auth::Algorithm::Md5;
+        }
         let running = crate::sandbox::start(addr, edge_cfg, sstate)
             .await
             .map_err(|e| {
