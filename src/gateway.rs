@@ -151,14 +151,29 @@ impl SdpNegotiator {
         }
     }
 
-    fn accept(&self, answer: &[u8]) -> Result<(), MediaError> {
+    fn accept(&self, answer: &[u8]) -> Result<sdp::Negotiated, MediaError> {
         let offer = self.offer.as_ref().ok_or(MediaError {
             status: 500,
             text: "answer without our offer".into(),
         })?;
-        sdp::accept_answer(offer, &parse_sdp(answer)?).map_err(media_error)?;
-        Ok(())
+        sdp::accept_answer(offer, &parse_sdp(answer)?).map_err(media_error)
     }
+}
+
+/// `local` with only the audio codecs `keep` accepts (the relay does not transcode, so both
+/// legs must agree on one format); 488 when none is left.
+fn restricted(local: &LocalMedia, keep: impl Fn(&Codec) -> bool) -> Result<LocalMedia, MediaError> {
+    let mut l = local.clone();
+    l.codecs.retain(|c| keep(c));
+    if l.codecs.is_empty() {
+        return Err(media_error(sdp::SdpError::NoCommonCodec));
+    }
+    Ok(l)
+}
+
+/// Whether `offer` lists `c`'s format.
+fn offers(offer: &AudioSession, c: &Codec) -> bool {
+    offer.codecs.iter().any(|o| o.same_format(c))
 }
 
 impl SdpPlane for SdpNegotiator {
@@ -167,7 +182,12 @@ impl SdpPlane for SdpNegotiator {
         let offer = parse_sdp(wa_offer)?;
         // Fail early (488 to Meta) when we could not answer Meta's offer at all.
         sdp::build_answer(&offer, &self.wa_local).map_err(media_error)?;
-        let ours = sdp::build_offer(&self.pbx_local);
+        // Offer the PBX only what Meta offered and we can take on that leg (no transcoding).
+        let wa_local = &self.wa_local;
+        let local = restricted(&self.pbx_local, |c| {
+            offers(&offer, c) && wa_local.codecs.iter().any(|w| w.same_format(c))
+        })?;
+        let ours = sdp::build_offer(&local);
         let text = ours.sdp.to_sdp();
         self.offer = Some(ours);
         Ok(Bytes::from(text))
@@ -175,9 +195,10 @@ impl SdpPlane for SdpNegotiator {
 
     fn wa_answer(&mut self, wa_offer: &[u8], pbx_answer: &[u8]) -> Result<Bytes, MediaError> {
         self.ports()?;
-        self.accept(pbx_answer)?;
-        let (answer, _) =
-            sdp::build_answer(&parse_sdp(wa_offer)?, &self.wa_local).map_err(media_error)?;
+        let neg = self.accept(pbx_answer)?;
+        // Answer Meta with the codec the PBX chose.
+        let local = restricted(&self.wa_local, |c| c.same_format(&neg.codec))?;
+        let (answer, _) = sdp::build_answer(&parse_sdp(wa_offer)?, &local).map_err(media_error)?;
         Ok(Bytes::from(answer.to_sdp()))
     }
 
@@ -185,7 +206,12 @@ impl SdpPlane for SdpNegotiator {
         self.ports()?;
         let offer = parse_sdp(pbx_offer)?;
         sdp::build_answer(&offer, &self.pbx_local).map_err(media_error)?;
-        let ours = sdp::build_offer(&self.wa_local);
+        // Offer Meta only what the PBX offered and the trunk allows (no transcoding).
+        let pbx_local = &self.pbx_local;
+        let local = restricted(&self.wa_local, |c| {
+            offers(&offer, c) && pbx_local.codecs.iter().any(|p| p.same_format(c))
+        })?;
+        let ours = sdp::build_offer(&local);
         let text = ours.sdp.to_sdp();
         self.offer = Some(ours);
         Ok(Bytes::from(text))
@@ -193,9 +219,10 @@ impl SdpPlane for SdpNegotiator {
 
     fn pbx_answer(&mut self, pbx_offer: &[u8], wa_answer: &[u8]) -> Result<Bytes, MediaError> {
         self.ports()?;
-        self.accept(wa_answer)?;
-        let (answer, _) =
-            sdp::build_answer(&parse_sdp(pbx_offer)?, &self.pbx_local).map_err(media_error)?;
+        let neg = self.accept(wa_answer)?;
+        // Answer the PBX with the codec Meta chose.
+        let local = restricted(&self.pbx_local, |c| c.same_format(&neg.codec))?;
+        let (answer, _) = sdp::build_answer(&parse_sdp(pbx_offer)?, &local).map_err(media_error)?;
         Ok(Bytes::from(answer.to_sdp()))
     }
 }
@@ -920,6 +947,14 @@ mod tests {
     const META_OFFER: &str = "v=0\r\no=- 1731000000 1 IN IP4 157.240.19.130\r\ns=-\r\nc=IN IP4 157.240.19.130\r\nt=0 0\r\nm=audio 3480 RTP/SAVP 111 126\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:126 telephone-event/8000\r\na=ptime:20\r\na=sendrecv\r\na=rtcp-mux\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n";
 
     fn negotiator(wa_port: u16, pbx_port: u16) -> SdpNegotiator {
+        negotiator_with(
+            wa_port,
+            pbx_port,
+            vec![Codec::opus(111), Codec::pcmu(), Codec::pcma()],
+        )
+    }
+
+    fn negotiator_with(wa_port: u16, pbx_port: u16, trunk: Vec<Codec>) -> SdpNegotiator {
         let lo = IpAddr::from([127, 0, 0, 1]);
         let lease = |port| {
             let range = crate::config::PortRange {
@@ -930,10 +965,18 @@ mod tests {
         };
         SdpNegotiator {
             wa_local: LocalMedia::whatsapp(lo, wa_port, true),
-            pbx_local: LocalMedia::pbx(lo, pbx_port, vec![Codec::pcmu(), Codec::pcma()]),
+            pbx_local: LocalMedia::pbx(lo, pbx_port, trunk),
             offer: None,
             leases: lease(wa_port).zip(lease(pbx_port)),
         }
+    }
+
+    fn audio_codecs(s: &AudioSession) -> Vec<String> {
+        s.codecs
+            .iter()
+            .filter(|c| !c.is_telephone_event())
+            .map(|c| c.name.to_ascii_lowercase())
+            .collect()
     }
 
     #[test]
@@ -944,8 +987,9 @@ mod tests {
         assert_eq!(ours.port, 47102);
         assert_eq!(ours.proto.as_str(), "RTP/AVP");
         assert!(ours.crypto.is_empty());
-        // The PBX answers PCMU from its own address.
-        let pbx_answer = "v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
+        // Meta offered only Opus: the relay does not transcode, so the PBX is offered Opus only.
+        assert_eq!(audio_codecs(&ours), ["opus"]);
+        let pbx_answer = "v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 111 101\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
         let wa_answer = n
             .wa_answer(META_OFFER.as_bytes(), pbx_answer.as_bytes())
             .unwrap();
@@ -959,6 +1003,22 @@ mod tests {
         );
         assert_eq!(a.crypto.len(), 1);
         assert!(a.rtcp_mux);
+
+        // Meta offers Opus and PCMU; the PBX picks PCMU: Meta's answer is PCMU only.
+        let g711_offer = META_OFFER
+            .replace("RTP/SAVP 111 126", "RTP/SAVP 111 0 126")
+            .replace("a=rtpmap:126", "a=rtpmap:0 PCMU/8000\r\na=rtpmap:126");
+        let mut n = negotiator(47130, 47132);
+        let ours = AudioSession::parse(&n.pbx_offer(g711_offer.as_bytes()).unwrap()).unwrap();
+        assert_eq!(audio_codecs(&ours), ["opus", "pcmu"]);
+        let pcmu = "v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0\r\na=sendrecv\r\n";
+        let a = AudioSession::parse(&n.wa_answer(g711_offer.as_bytes(), pcmu.as_bytes()).unwrap())
+            .unwrap();
+        assert_eq!(audio_codecs(&a), ["pcmu"]);
+
+        // A trunk without Opus cannot take Meta's Opus-only offer: 488, not a silent call.
+        let mut n = negotiator_with(47134, 47136, vec![Codec::pcmu(), Codec::pcma()]);
+        assert_eq!(n.pbx_offer(META_OFFER.as_bytes()).unwrap_err().status, 488);
     }
 
     #[test]
@@ -970,18 +1030,31 @@ mod tests {
         assert_eq!(o.port, 47104);
         assert_eq!(o.proto.as_str(), "RTP/SAVP");
         assert!(!o.crypto.is_empty());
-        // Meta answers with opus and its own key.
-        // (Meta's SDES answer has the same shape as its offer: tag 1, AES_CM_128_HMAC_SHA1_80.)
-        let meta_answer = META_OFFER;
+        // The PBX offered G.711 only: Meta is offered G.711 only (no transcoding).
+        assert_eq!(audio_codecs(&o), ["pcma", "pcmu"]);
+        // Meta answers PCMU, mirroring our PT, with its own key.
+        let meta_answer = META_OFFER
+            .replace("RTP/SAVP 111 126", "RTP/SAVP 0 126")
+            .replace("a=rtpmap:111 opus/48000/2\r\n", "a=rtpmap:0 PCMU/8000\r\n");
         let pbx_answer = n
             .pbx_answer(pbx_offer.as_bytes(), meta_answer.as_bytes())
             .unwrap();
         let a = AudioSession::parse(&pbx_answer).unwrap();
         assert_eq!(a.port, 47106);
-        assert_eq!(
-            a.codecs[0].payload_type, 0,
-            "our preference (PCMU first), with the PBX's PT number"
+        assert_eq!(audio_codecs(&a), ["pcmu"], "Meta's choice");
+        assert_eq!(a.codecs[0].payload_type, 0, "with the PBX's PT number");
+        // Meta answering a codec we did not offer is refused.
+        let mut n2 = negotiator(47114, 47116);
+        n2.wa_offer(pbx_offer.as_bytes()).unwrap();
+        assert!(
+            n2.pbx_answer(pbx_offer.as_bytes(), META_OFFER.as_bytes())
+                .is_err()
         );
+        // A PBX offering Opus only: Meta is offered Opus only.
+        let mut n3 = negotiator(47118, 47122);
+        let opus = "v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 96\r\na=rtpmap:96 opus/48000/2\r\n";
+        let o = AudioSession::parse(&n3.wa_offer(opus.as_bytes()).unwrap()).unwrap();
+        assert_eq!(audio_codecs(&o), ["opus"]);
         // An answer without our offer, or garbage, is a SIP failure, not a panic.
         let mut fresh = negotiator(47108, 47112);
         assert_eq!(
