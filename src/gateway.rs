@@ -842,12 +842,15 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             wa.sip.public_host.clone(),
             std::net::IpAddr::from([127, 0, 0, 1]),
         );
-        let edge_cfg = crate::sandbox::runtime::RuntimeConfig {
+        let mut edge_cfg = crate::sandbox::runtime::RuntimeConfig {
             edge: edge_addr,
             ca_dir: PathBuf::from(SANDBOX_DIR),
             hosts,
             ..Default::default()
         };
+        if wa.meta.sandbox_digest_md5 {
+            edge_cfg.edge_config.algorithm = crate::sip::auth::Algorithm::Md5;
+        }
         let running = crate::sandbox::start(addr, edge_cfg, sstate)
             .await
             .map_err(|e| {
@@ -1055,6 +1058,14 @@ mod tests {
     const META_OFFER: &str = "v=0\r\no=- 1731000000 1 IN IP4 157.240.19.130\r\ns=-\r\nc=IN IP4 157.240.19.130\r\nt=0 0\r\nm=audio 3480 RTP/SAVP 111 126\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:126 telephone-event/8000\r\na=ptime:20\r\na=sendrecv\r\na=rtcp-mux\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n";
 
     fn negotiator(wa_port: u16, pbx_port: u16) -> SdpNegotiator {
+        negotiator_with(
+            wa_port,
+            pbx_port,
+            vec![Codec::opus(111), Codec::pcmu(), Codec::pcma()],
+        )
+    }
+
+    fn negotiator_with(wa_port: u16, pbx_port: u16, trunk: Vec<Codec>) -> SdpNegotiator {
         let lo = IpAddr::from([127, 0, 0, 1]);
         let lease = |port| {
             let range = crate::config::PortRange {
@@ -1065,7 +1076,7 @@ mod tests {
         };
         SdpNegotiator {
             wa_local: LocalMedia::whatsapp(lo, wa_port, true),
-            pbx_local: LocalMedia::pbx(lo, pbx_port, vec![Codec::pcmu(), Codec::pcma()]),
+            pbx_local: LocalMedia::pbx(lo, pbx_port, trunk),
             offer: None,
             leases: lease(wa_port).zip(lease(pbx_port)),
             dtls: false,
@@ -1073,6 +1084,14 @@ mod tests {
             webrtc: None,
             webrtc_accepted: false,
         }
+    }
+
+    fn audio_codecs(s: &AudioSession) -> Vec<String> {
+        s.codecs
+            .iter()
+            .filter(|c| !c.is_telephone_event())
+            .map(|c| c.name.to_ascii_lowercase())
+            .collect()
     }
 
     #[test]
@@ -1084,17 +1103,8 @@ mod tests {
         assert_eq!(ours.port, 47102);
         assert_eq!(ours.proto.as_str(), "RTP/AVP");
         assert!(ours.crypto.is_empty());
-        // Meta offered Opus only: the PBX is offered only what can be passed through.
-        let names: Vec<_> = ours.audio_codecs().map(|c| c.name.to_lowercase()).collect();
-        assert_eq!(names, ["opus"]);
-        // A PBX answering a codec we did not offer is refused.
-        let pcmu = "v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
-        assert_eq!(
-            n.wa_answer(META_OFFER.as_bytes(), pcmu.as_bytes())
-                .unwrap_err()
-                .status,
-            488
-        );
+        // Meta offered only Opus: the relay does not transcode, so the PBX is offered Opus only.
+        assert_eq!(audio_codecs(&ours), ["opus"]);
         let pbx_answer = "v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 111 101\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
         let wa_answer = n
             .wa_answer(META_OFFER.as_bytes(), pbx_answer.as_bytes())
@@ -1109,6 +1119,22 @@ mod tests {
         );
         assert_eq!(a.crypto.len(), 1);
         assert!(a.rtcp_mux);
+
+        // Meta offers Opus and PCMU; the PBX picks PCMU: Meta's answer is PCMU only.
+        let g711_offer = META_OFFER
+            .replace("RTP/SAVP 111 126", "RTP/SAVP 111 0 126")
+            .replace("a=rtpmap:126", "a=rtpmap:0 PCMU/8000\r\na=rtpmap:126");
+        let mut n = negotiator(47130, 47132);
+        let ours = AudioSession::parse(&n.pbx_offer(g711_offer.as_bytes()).unwrap()).unwrap();
+        assert_eq!(audio_codecs(&ours), ["opus", "pcmu"]);
+        let pcmu = "v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0\r\na=sendrecv\r\n";
+        let a = AudioSession::parse(&n.wa_answer(g711_offer.as_bytes(), pcmu.as_bytes()).unwrap())
+            .unwrap();
+        assert_eq!(audio_codecs(&a), ["pcmu"]);
+
+        // A trunk without Opus cannot take Meta's Opus-only offer: 488, not a silent call.
+        let mut n = negotiator_with(47134, 47136, vec![Codec::pcmu(), Codec::pcma()]);
+        assert_eq!(n.pbx_offer(META_OFFER.as_bytes()).unwrap_err().status, 488);
     }
 
     #[test]
@@ -1144,20 +1170,31 @@ mod tests {
         assert_eq!(o.port, 47104);
         assert_eq!(o.proto.as_str(), "RTP/SAVP");
         assert!(!o.crypto.is_empty());
-        // A G.711-only PBX: WhatsApp is offered G.711 (the number allows it), not Opus.
-        let names: Vec<_> = o.audio_codecs().map(|c| c.name.to_lowercase()).collect();
-        assert_eq!(names, ["pcma", "pcmu"]);
-        // Meta answers PCMA with its own key.
+        // The PBX offered G.711 only: Meta is offered G.711 only (no transcoding).
+        assert_eq!(audio_codecs(&o), ["pcma", "pcmu"]);
+        // Meta answers PCMU, mirroring our PT, with its own key.
         let meta_answer = META_OFFER
-            .replace("RTP/SAVP 111 126", "RTP/SAVP 8 126")
-            .replace("a=rtpmap:111 opus/48000/2", "a=rtpmap:8 PCMA/8000");
+            .replace("RTP/SAVP 111 126", "RTP/SAVP 0 126")
+            .replace("a=rtpmap:111 opus/48000/2\r\n", "a=rtpmap:0 PCMU/8000\r\n");
         let pbx_answer = n
             .pbx_answer(pbx_offer.as_bytes(), meta_answer.as_bytes())
             .unwrap();
         let a = AudioSession::parse(&pbx_answer).unwrap();
         assert_eq!(a.port, 47106);
-        let names: Vec<_> = a.audio_codecs().map(|c| c.payload_type).collect();
-        assert_eq!(names, [8], "what Meta chose, with the PBX's PT number");
+        assert_eq!(audio_codecs(&a), ["pcmu"], "Meta's choice");
+        assert_eq!(a.codecs[0].payload_type, 0, "with the PBX's PT number");
+        // Meta answering a codec we did not offer is refused.
+        let mut n2 = negotiator(47114, 47116);
+        n2.wa_offer(pbx_offer.as_bytes()).unwrap();
+        assert!(
+            n2.pbx_answer(pbx_offer.as_bytes(), META_OFFER.as_bytes())
+                .is_err()
+        );
+        // A PBX offering Opus only: Meta is offered Opus only.
+        let mut n3 = negotiator(47118, 47122);
+        let opus = "v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 96\r\na=rtpmap:96 opus/48000/2\r\n";
+        let o = AudioSession::parse(&n3.wa_offer(opus.as_bytes()).unwrap()).unwrap();
+        assert_eq!(audio_codecs(&o), ["opus"]);
         // An answer without our offer, or garbage, is a SIP failure, not a panic.
         let mut fresh = negotiator(47108, 47112);
         assert_eq!(
@@ -1169,7 +1206,7 @@ mod tests {
         );
         assert!(n.wa_offer(b"not sdp").unwrap_err().status >= 400);
         // Without `additional_codecs` a G.711-only PBX cannot reach WhatsApp (no transcoding).
-        let mut opus_only = negotiator(47114, 47116);
+        let mut opus_only = negotiator(47140, 47142);
         opus_only.wa_local.codecs.retain(|c| c.is("opus"));
         assert_eq!(
             opus_only.wa_offer(pbx_offer.as_bytes()).unwrap_err().status,

@@ -429,9 +429,9 @@ fn audio_port(sdp: &str) -> u16 {
 
 /// A user-initiated call as Meta places it: TLS to the gateway (certificate issued by the
 /// sandbox CA for `gateway.whatsip.test`), SDES Opus offer; the PBX (a UDP socket) gets a
-/// plain RTP/AVP offer on a port from the trunk's range and answers Opus; Meta gets 200 with an
-/// RTP/SAVP answer on a port from the WhatsApp range; ACK and BYE cross; the call is recorded
-/// as completed.
+/// plain RTP/AVP offer of Opus only (what Meta offered: the relay does not transcode) on a
+/// port from the trunk's range and answers Opus; Meta gets 200 with an RTP/SAVP answer on a
+/// port from the WhatsApp range; ACK and BYE cross; the call is recorded as completed.
 #[test]
 fn user_initiated_call_over_tls_negotiates_sdp_on_both_legs() {
     use rustls_pki_types::ServerName;
@@ -545,7 +545,14 @@ fn user_initiated_call_over_tls_negotiates_sdp_on_both_legs() {
         "{pbx_offer}"
     );
 
-    // The PBX answers 200 with Opus (all it was offered: Meta offered Opus only).
+    // "Meta" offered Opus only and the relay does not transcode: the PBX is offered Opus only.
+    assert!(pbx_offer.contains("opus/48000/2"), "{pbx_offer}");
+    assert!(
+        !pbx_offer.contains("PCMU") && !pbx_offer.contains("PCMA"),
+        "{pbx_offer}"
+    );
+
+    // The PBX answers 200 with Opus.
     let pbx_addr = pbx.local_addr().unwrap();
     let answer = "v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 111 101\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
     let mut ok = String::from("SIP/2.0 200 OK\r\n");

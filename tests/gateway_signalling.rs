@@ -664,7 +664,8 @@ fn sigterm_hangs_up_a_connected_call_on_both_legs_and_completes_its_record() {
     let me = tcp.local_addr().unwrap();
     let mut meta = rustls::StreamOwned::new(conn, tcp);
     let mut mbuf = Vec::new();
-    let offer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 3480 RTP/SAVP 111 126\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:126 telephone-event/8000\r\na=ptime:20\r\na=sendrecv\r\na=rtcp-mux\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n";
+    // Opus and PCMU (the number has `additional_codecs`): the PBX helper answers PCMU.
+    let offer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 3480 RTP/SAVP 111 0 126\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:126 telephone-event/8000\r\na=ptime:20\r\na=sendrecv\r\na=rtcp-mux\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n";
     let wa = gw.ports.wa;
     let msg = |first: &str, cseq: &str, branch: &str, to_tag: &str, body: &str| {
         let ctype = if body.is_empty() {

@@ -723,3 +723,29 @@ fn listening_sockets_are_distinct() {
         ]
     );
 }
+
+#[test]
+fn sandbox_digest_algorithm_is_md5_or_sha256() {
+    let md5 = WA.replace(
+        "sandbox = true",
+        "sandbox = true\nsandbox_digest_algorithm = \"md5\"",
+    );
+    let cfg = load(&[("wa.toml", &md5), ("pbx.toml", PBX)]).unwrap();
+    assert!(cfg.whatsapp[0].meta.sandbox_digest_md5);
+    assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+    let sha = WA.replace(
+        "sandbox = true",
+        "sandbox = true\nsandbox_digest_algorithm = \"SHA-256\"",
+    );
+    let cfg = load(&[("wa.toml", &sha), ("pbx.toml", PBX)]).unwrap();
+    assert!(!cfg.whatsapp[0].meta.sandbox_digest_md5);
+    assert_eq!(
+        wa_with(
+            "sandbox = true",
+            "sandbox = true\nsandbox_digest_algorithm = \"sha1\""
+        ),
+        vec![
+            r#"DIR/wa.toml:11: meta.sandbox_digest_algorithm: "sha1": expected "sha-256" or "md5""#
+        ]
+    );
+}

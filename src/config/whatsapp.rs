@@ -67,6 +67,9 @@ pub struct MetaEdge {
     pub ca_file: Option<PathBuf>,
     /// Start the sandbox twin in-process (edge TLS 127.0.0.1:5062, HTTP 127.0.0.1:8081).
     pub sandbox: bool,
+    /// Digest algorithm of the in-process sandbox edge's 407 (`sandbox_digest_algorithm`,
+    /// `"sha-256"` default or `"md5"`, as `whatsip sandbox --digest-algorithm`).
+    pub sandbox_digest_md5: bool,
     /// Who may send us INVITEs (`"meta"` expanded to [`super::META_IPV4_PREFIXES`]).
     pub allowed_sources: SourceList,
 }
@@ -257,6 +260,7 @@ struct RawMeta {
     connect: Option<Spanned<String>>,
     ca_file: Option<Spanned<PathBuf>>,
     sandbox: Option<Spanned<bool>>,
+    sandbox_digest_algorithm: Option<Spanned<String>>,
     allowed_sources: Option<Vec<Spanned<String>>>,
 }
 
@@ -379,6 +383,7 @@ impl Raw {
             connect: None,
             ca_file: None,
             sandbox: None,
+            sandbox_digest_algorithm: None,
             allowed_sources: None,
         });
         let sandbox = meta.sandbox.as_ref().is_some_and(|b| *b.get_ref());
@@ -415,6 +420,29 @@ impl Raw {
                 ),
             );
         }
+        let sandbox_digest_md5 = match &meta.sandbox_digest_algorithm {
+            None => false,
+            Some(a) if !sandbox => {
+                d.warn(
+                    Some(a.span()),
+                    "meta.sandbox_digest_algorithm",
+                    "only used with meta.sandbox = true; remove it".to_owned(),
+                );
+                false
+            }
+            Some(a) => match a.get_ref().to_ascii_lowercase().as_str() {
+                "sha-256" => false,
+                "md5" => true,
+                other => {
+                    d.err(
+                        Some(a.span()),
+                        "meta.sandbox_digest_algorithm",
+                        format!("{other:?}: expected \"sha-256\" or \"md5\""),
+                    );
+                    false
+                }
+            },
+        };
         if let Some(ca) = &meta.ca_file
             && !sandbox
         {
@@ -671,6 +699,7 @@ impl Raw {
                 connect,
                 ca_file: meta.ca_file.map(Spanned::into_inner),
                 sandbox,
+                sandbox_digest_md5,
                 allowed_sources,
             },
             inbound_auth,

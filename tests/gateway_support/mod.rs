@@ -417,3 +417,165 @@ impl Pbx {
         got
     }
 }
+
+// ---- shared by gateway_baresip, gateway_sipp_media, gateway_refusals ----
+
+/// Kills a child process when the test ends, however it ends.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `POST /sandbox/users` with a JSON body; panics unless 2xx.
+pub fn sandbox_user(ports: &Ports, body: &str) {
+    let (st, b) = http(ports.sandbox_http, "POST", "/sandbox/users", Some(body)).unwrap();
+    assert!(st < 300, "{st} {b}");
+}
+
+/// `POST /sandbox/calls` (a WhatsApp user calls the business number); the call's id.
+pub fn sandbox_place_call(ports: &Ports, body: &str) -> String {
+    let (st, b) = http(ports.sandbox_http, "POST", "/sandbox/calls", Some(body)).unwrap();
+    assert_eq!(st, 201, "{b}");
+    serde_json::from_str::<serde_json::Value>(&b).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+pub fn sandbox_call_by_id(ports: &Ports, id: &str) -> serde_json::Value {
+    json(ports.sandbox_http, &format!("/sandbox/calls/{id}"))
+}
+
+pub fn sandbox_calls(ports: &Ports) -> Vec<serde_json::Value> {
+    json(ports.sandbox_http, "/sandbox/calls")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Waits (≤ `secs`) for the sandbox call to reach a final state.
+pub fn sandbox_final(ports: &Ports, id: &str, secs: u64) -> serde_json::Value {
+    eventually(secs, &format!("sandbox call {id} final"), || {
+        let c = sandbox_call_by_id(ports, id);
+        matches!(
+            c["state"].as_str(),
+            Some("completed" | "rejected" | "failed")
+        )
+        .then_some(c)
+    })
+}
+
+/// First lines of a sandbox call's transcript in direction `dir` (`sent` / `received`).
+pub fn transcript_lines(call: &serde_json::Value, dir: &str) -> Vec<String> {
+    call["sip"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|e| e["dir"] == dir)
+                .filter_map(|e| e["first_line"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The value of header `name` of a transcript entry.
+pub fn transcript_header(entry: &serde_json::Value, name: &str) -> Option<String> {
+    entry["headers"].as_array()?.iter().find_map(|h| {
+        h[0].as_str()?
+            .eq_ignore_ascii_case(name)
+            .then(|| h[1].as_str().unwrap_or_default().to_owned())
+    })
+}
+
+/// Every record (`GET /records`).
+pub fn records(ports: &Ports) -> Vec<serde_json::Value> {
+    json(ports.http, "/records")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Reads one SIP message from a stream (≤ 10 s).
+pub fn read_stream_message(s: &mut impl Read, buf: &mut Vec<u8>) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let len: usize = header(&head, "Content-Length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                let msg: Vec<u8> = buf.drain(..end + 4 + len).collect();
+                return String::from_utf8_lossy(&msg).into_owned();
+            }
+        }
+        assert!(Instant::now() < deadline, "no complete message within 10 s");
+        let mut chunk = [0u8; 8192];
+        match s.read(&mut chunk) {
+            Ok(0) => panic!("connection closed"),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+/// Runs `sipp` on `scenario` (in `tests/sipp/`) in `dir` until it exits (bounded by
+/// `-timeout`); returns its output. `extra` is appended to the command line.
+pub fn sipp_run(dir: &Path, scenario: &str, extra: &[&str]) -> std::process::Output {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sipp")
+        .join(scenario);
+    Command::new("sipp")
+        .arg("-sf")
+        .arg(path)
+        .args(["-i", "127.0.0.1", "-t", "u1", "-nostdin", "-trace_err"])
+        .args(extra)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("sipp runs (scripts/test installs sip-tester)")
+}
+
+/// Starts `sipp` in the background (killed on drop).
+pub fn sipp_spawn(dir: &Path, scenario: &str, extra: &[&str]) -> Proc {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sipp")
+        .join(scenario);
+    Proc(
+        Command::new("sipp")
+            .arg("-sf")
+            .arg(path)
+            .args(["-i", "127.0.0.1", "-t", "u1", "-nostdin", "-trace_err"])
+            .args(extra)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(dir.join("sipp.stderr")).map_or(Stdio::null(), Stdio::from),
+            )
+            .spawn()
+            .expect("sipp runs (scripts/test installs sip-tester)"),
+    )
+}
+
+/// Everything SIPp wrote to `*_errors.log` in `dir`.
+pub fn sipp_errors(dir: &Path) -> String {
+    let mut all = String::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.file_name().to_string_lossy().ends_with("_errors.log") {
+            all += &std::fs::read_to_string(e.path()).unwrap_or_default();
+        }
+    }
+    all
+}
