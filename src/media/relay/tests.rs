@@ -494,7 +494,7 @@ mod dtls {
             }
         }
 
-        fn from_relay(&mut self, tx: Transmit, out: &[u8]) {
+        fn deliver(&mut self, tx: Transmit, out: &[u8]) {
             match tx.side {
                 Side::WhatsApp => self.meta.handle_receive(
                     self.now,
@@ -512,7 +512,7 @@ mod dtls {
             for _ in 0..1000 {
                 let mut moved = false;
                 while let Some(tx) = self.relay.poll_transmit(&mut out) {
-                    self.from_relay(tx, &out);
+                    self.deliver(tx, &out);
                     moved = true;
                 }
                 loop {
@@ -527,7 +527,7 @@ mod dtls {
                                 &mut d,
                                 &mut out,
                             ) {
-                                self.from_relay(tx, &out);
+                                self.deliver(tx, &out);
                             }
                             moved = true;
                         }
@@ -556,7 +556,7 @@ mod dtls {
                 .max(self.now);
             self.now = next;
             while let Some(tx) = self.relay.handle_timeout(self.now, &mut out) {
-                self.from_relay(tx, &out);
+                self.deliver(tx, &out);
             }
             self.meta.handle_timeout(self.now);
         }
@@ -566,7 +566,7 @@ mod dtls {
     fn dtls_leg_relays_like_sdes_and_speaks_first() {
         let mut n = Net::new();
         let start = n.now;
-        while !(n.meta_connected && !n.meta_rx.is_empty()) {
+        while !n.meta_connected || n.meta_rx.is_empty() {
             assert!(
                 n.now - start < Duration::from_secs(5),
                 "no connection / first packet"
@@ -601,7 +601,7 @@ mod dtls {
             &mut pkt,
             &mut out,
         ) {
-            n.from_relay(tx, &out);
+            n.deliver(tx, &out);
         }
         for _ in 0..5 {
             n.step();
