@@ -247,3 +247,160 @@ impl DtlsUser {
         self.write_errors
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::webrtc::{MetaLikeConfig, WebrtcConfig};
+    use crate::sandbox::media_user::{AudioCodec, LevelMeter, Mode, NON_SILENT_RMS, OpusFrames};
+    use std::time::Duration;
+
+    const GW: &str = "127.0.0.1:41000";
+    const SBX: &str = "127.0.0.1:41002";
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn pair(now: Instant, mode: Mode, timeout: Duration) -> (WebrtcLeg, DtlsUser) {
+        let (mut gw, offer) = WebrtcLeg::create_offer(now, &WebrtcConfig::new(addr(GW))).unwrap();
+        let mut cfg = MetaLikeConfig::new(addr(SBX));
+        cfg.leg.connect_timeout = timeout;
+        let (leg, answer) = WebrtcLeg::meta_answer(now, &cfg, &offer).unwrap();
+        gw.accept_answer(now, &answer).unwrap();
+        let pt = leg.report().opus_pt.unwrap();
+        let tel = leg.report().telephone_event_pt;
+        let user_cfg = MediaUserConfig::unprotected_opus(mode, addr(SBX), pt, tel);
+        (gw, DtlsUser::new(now, leg, user_cfg).unwrap())
+    }
+
+    #[test]
+    fn connects_to_a_gateway_leg_and_carries_tone_both_ways() {
+        let t0 = Instant::now();
+        let (mut gw, mut user) = pair(t0, Mode::Tone, Duration::from_secs(5));
+        let tone = OpusFrames::tone();
+        let mut meter = LevelMeter::new(AudioCodec::Opus);
+        let (mut heard, mut connected, mut n) = (0u32, false, 0usize);
+        let mut next_tx = None;
+        let mut t = t0;
+        let mut first_from_sandbox = None;
+        while t < t0 + Duration::from_secs(4) {
+            gw.handle_timeout(t);
+            user.handle_timeout(t);
+            if let Some(at) = next_tx
+                && at <= t
+            {
+                let pt = gw.report().opus_pt.unwrap();
+                gw.write_rtp(t, pt, n as u16, (n * 960) as u32, n == 0, tone.frame(n))
+                    .unwrap();
+                n += 1;
+                next_tx = Some(at + PTIME_TEST);
+            }
+            for _ in 0..50 {
+                let mut moved = false;
+                loop {
+                    match gw.poll_output(t) {
+                        Output::Transmit(x) => {
+                            moved = true;
+                            assert_eq!(x.destination, addr(SBX));
+                            user.handle_datagram(t, addr(GW), addr(SBX), &x.contents);
+                        }
+                        Output::Connected(_) => {
+                            connected = true;
+                            next_tx.get_or_insert(t);
+                        }
+                        Output::Rtp(p) => {
+                            if meter
+                                .measure(&p.payload)
+                                .is_some_and(|l| l >= NON_SILENT_RMS)
+                            {
+                                heard += 1;
+                            }
+                        }
+                        Output::Failed(f) => panic!("gateway leg failed: {f}"),
+                        Output::Timeout(_) => break,
+                    }
+                }
+                while let Some(x) = user.poll_transmit() {
+                    moved = true;
+                    first_from_sandbox.get_or_insert(gw.report().stun_requests_sent);
+                    gw.handle_receive(t, addr(SBX), addr(GW), &x.contents);
+                }
+                if !moved {
+                    break;
+                }
+            }
+            t += Duration::from_millis(5);
+        }
+        assert!(connected);
+        // The sandbox spoke only after the gateway's first check.
+        assert!(first_from_sandbox.is_some_and(|s| s > 0));
+        let c = user.counters();
+        assert!(c.rx_packets > 100, "{c:?}");
+        assert!(c.non_silent_rx_packets > 90, "{c:?}");
+        assert!(c.tx_packets > 100, "{c:?}");
+        assert_eq!(c.decrypt_failures, 0);
+        assert!(heard > 90, "gateway heard {heard} tone packets");
+        let r = user.report();
+        assert!(
+            r.remote_ice_controlling_seen && r.regular_nomination_seen,
+            "{r:?}"
+        );
+        assert_eq!(
+            r.client_hello_from,
+            Some(crate::media::webrtc::Side::Remote)
+        );
+        assert!(r.srtp_profile.is_some());
+        assert_eq!(user.write_errors(), 0);
+        let events: Vec<DtlsEvent> = std::iter::from_fn(|| user.poll_event()).collect();
+        assert!(events.iter().any(|e| matches!(e, DtlsEvent::Connected(_))));
+    }
+
+    const PTIME_TEST: Duration = Duration::from_millis(20);
+
+    #[test]
+    fn silent_gateway_fails_the_call_after_the_connect_timeout_and_nothing_is_sent() {
+        let t0 = Instant::now();
+        let (_gw, mut user) = pair(t0, Mode::Tone, Duration::from_secs(2));
+        let mut t = t0;
+        let mut failed = None;
+        while t < t0 + Duration::from_secs(5) && failed.is_none() {
+            user.handle_timeout(t);
+            assert!(
+                user.poll_transmit().is_none(),
+                "the Meta-like user spoke first"
+            );
+            while let Some(e) = user.poll_event() {
+                if let DtlsEvent::Failed(f) = e {
+                    failed = Some((t, f));
+                }
+            }
+            t = user
+                .poll_timeout()
+                .unwrap_or(t + Duration::from_secs(1))
+                .max(t + Duration::from_millis(1));
+        }
+        let (at, why) = failed.expect("the leg fails");
+        assert!(matches!(why, FailReason::ConnectTimeout { .. }), "{why:?}");
+        assert!(at >= t0 + Duration::from_secs(2) && at < t0 + Duration::from_secs(3));
+        assert!(user.is_ended());
+        assert_eq!(user.poll_timeout(), None);
+        assert_eq!(user.counters().tx_packets, 0);
+    }
+
+    #[test]
+    fn garbage_never_panics_and_is_not_media() {
+        let t0 = Instant::now();
+        let (_gw, mut user) = pair(t0, Mode::Echo, Duration::from_secs(2));
+        for d in [
+            &[][..],
+            &[0u8; 3],
+            &[0x80, 111, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 9, 9],
+            &[22u8; 40],
+        ] {
+            user.handle_datagram(t0, addr(GW), addr(SBX), d);
+        }
+        assert_eq!(user.counters().rx_packets, 0);
+        assert!(user.poll_transmit().is_none());
+    }
+}
