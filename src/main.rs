@@ -112,6 +112,7 @@ fn main() -> ExitCode {
                 unanswered_timeout: std::time::Duration::from_secs(args.unanswered_timeout_s),
                 extra_roots_pem: None,
                 rtp_ports: None,
+                ..Default::default()
             };
             let state = whatsip::sandbox::SandboxState::new(whatsip::sandbox::SandboxOptions {
                 seed: args.seed,

@@ -20,12 +20,15 @@
 //!   `rtp_ports`, two runs of a scenario advertise byte-identical SDP); without one, from the
 //!   OS-seeded RNG.
 use crate::media::sdp::{self, AudioSession, LocalMedia};
+use crate::media::webrtc::{MetaLikeConfig, Setup, WebrtcLeg};
 use crate::sandbox::SandboxState;
 use crate::sandbox::ca::SandboxCa;
 use crate::sandbox::edge::calls::{
     AnswerMode, CallBook, CallDirection, CallState, MediaCounters, SipEntry,
 };
-use crate::sandbox::edge::media::{MediaParams, MediaStarter, media_user_agent};
+use crate::sandbox::edge::media::{
+    MediaHangup, MediaKeying, MediaParams, MediaStarter, apply_leg_report, media_user_agent,
+};
 use crate::sandbox::edge::rules::{self, EdgeConfig, EdgeRules, Refusal, RouteStyle, Verdict};
 use crate::sip::auth::{DigestClient, RandomCnonce};
 use crate::sip::dialog::Dialog;
@@ -70,6 +73,16 @@ pub struct RuntimeConfig {
     /// (wrapping, skipping busy ones). `None`: any free even port from the OS. With a seed and
     /// a range, two runs of the same scenario advertise the same SDP byte for byte.
     pub rtp_ports: Option<std::ops::RangeInclusive<u16>>,
+    /// DTLS numbers: a call whose DTLS-SRTP is not up this long after the sandbox's answer
+    /// (business-initiated) or the gateway's 200 OK (user-initiated) is hung up with BYE
+    /// (`end_reason: "dtls_timeout"`). Default 10 s (Meta's DTLS retransmits 1/2/4 s).
+    pub dtls_connect_timeout: Duration,
+    /// DTLS numbers: `a=setup` of the sandbox user's answer to an `actpass` offer. `Passive`
+    /// (default): the gateway must send the ClientHello, as Meta asks of businesses, and the
+    /// sandbox never sends the first DTLS packet. `Active` mimics Meta's published sample
+    /// answer (the sandbox then sends the ClientHello). An `active` offer is always
+    /// answered `passive`.
+    pub dtls_answer_setup: Setup,
 }
 
 impl Default for RuntimeConfig {
@@ -88,6 +101,8 @@ impl Default for RuntimeConfig {
             unanswered_timeout: Duration::from_secs(60),
             extra_roots_pem: None,
             rtp_ports: None,
+            dtls_connect_timeout: Duration::from_secs(10),
+            dtls_answer_setup: Setup::Passive,
         }
     }
 }
@@ -175,12 +190,12 @@ pub async fn start_edge(
 }
 
 /// [`start_edge`] with another media agent. `media` gets the sender on which an agent reports
-/// the SIP Call-ID of a call whose user hangs up (the edge then sends BYE).
+/// a [`MediaHangup`] when a call's user hangs up (the edge then sends BYE with its reason).
 pub async fn start_edge_with_media(
     config: RuntimeConfig,
     state: SandboxState,
     calls: CallBook,
-    media: impl FnOnce(mpsc::UnboundedSender<String>) -> MediaStarter,
+    media: impl FnOnce(mpsc::UnboundedSender<MediaHangup>) -> MediaStarter,
 ) -> Result<EdgeHandle, RuntimeError> {
     let (hangup_tx, hangups) = mpsc::unbounded_channel();
     let media = media(hangup_tx);
@@ -310,11 +325,13 @@ struct UasCall {
 }
 
 /// A call's media: the socket advertised in our SDP until the agent takes it, the
-/// negotiated parameters, the running agent.
+/// negotiated parameters (SDES) or the Meta-like leg (DTLS), the running agent.
 #[derive(Debug)]
 struct MediaSlot {
     socket: Option<std::net::UdpSocket>,
-    negotiated: Option<sdp::Negotiated>,
+    keying: Option<MediaKeying>,
+    /// User-initiated DTLS calls: the leg of our offer until the 200 OK's answer.
+    offer_leg: Option<Box<WebrtcLeg>>,
     offer: Option<sdp::Offer>,
     task: Option<tokio::task::AbortHandle>,
     mode: crate::sandbox::media_user::Mode,
@@ -324,7 +341,8 @@ impl Default for MediaSlot {
     fn default() -> Self {
         MediaSlot {
             socket: None,
-            negotiated: None,
+            keying: None,
+            offer_leg: None,
             offer: None,
             task: None,
             mode: crate::sandbox::media_user::Mode::Echo,
@@ -391,7 +409,7 @@ struct Core {
     timers: Vec<(Instant, Timer)>,
     media: MediaStarter,
     /// Call-IDs whose media agent hung up (no-media timers).
-    hangups: mpsc::UnboundedReceiver<String>,
+    hangups: mpsc::UnboundedReceiver<MediaHangup>,
 }
 
 fn now_unix() -> i64 {
@@ -472,12 +490,12 @@ impl Core {
                         let _ = reply.send(r);
                     }
                 },
-                Some(cid) = self.hangups.recv() => {
+                Some(h) = self.hangups.recv() => {
                     let now = Instant::now();
-                    if self.uas.contains_key(&cid) {
-                        self.uas_bye(now, &cid, "no_media");
+                    if self.uas.contains_key(&h.call_id) {
+                        self.uas_bye(now, &h.call_id, &h.reason);
                     } else {
-                        let _ = self.uac_hangup(now, &cid, "no_media");
+                        let _ = self.uac_hangup(now, &h.call_id, &h.reason);
                     }
                 }
                 () = sleep => {}
@@ -733,14 +751,33 @@ impl Core {
             }
         };
         // SDP answer mirroring the offer's payload types (SDES).
-        let g711 = self
-            .state
-            .sip_target(&call.business)
+        let target = self.state.sip_target(&call.business);
+        let g711 = target
+            .as_ref()
             .is_some_and(|t| !t.additional_codecs.is_empty());
+        let dtls_number = target.as_ref().is_some_and(is_dtls_target);
+        let key = self
+            .state
+            .lock()
+            .user_key(&call.user)
+            .unwrap_or_else(|| call.user.trim_start_matches('+').to_string());
+        let behaviour = self.calls.behaviour(&key);
         let mut media = MediaCounters::default();
         let mut slot = MediaSlot::default();
         let answer_sdp = match AudioSession::parse(&req.body) {
             Ok(offer) => {
+                // The number's key exchange decides; Meta's answer to the other kind is
+                // undocumented: 488 (docs/sandbox.md).
+                if offer.proto.is_dtls() != dtls_number {
+                    let why = format!(
+                        "SDP: {} uses {} key exchange, the offer is {}",
+                        call.business,
+                        if dtls_number { "DTLS" } else { "SDES" },
+                        offer.proto.as_str()
+                    );
+                    self.reply(now, id, &not_acceptable(&why));
+                    return;
+                }
                 let Some((socket, port)) = self.bind_media() else {
                     let r = Refusal {
                         status: 503,
@@ -751,32 +788,47 @@ impl Core {
                     return;
                 };
                 slot.socket = Some(socket);
-                let local = LocalMedia::whatsapp(self.edge_addr.ip(), port, g711);
-                let built = match self.key_rng() {
-                    Some(mut rng) => sdp::build_answer_with_rng(&offer, &local, &mut rng),
-                    None => sdp::build_answer(&offer, &local),
-                };
-                match built {
-                    Ok((answer, neg)) => {
-                        media.remote_rtp = Some(neg.remote_rtp.to_string());
-                        media.local_rtp =
-                            Some(SocketAddr::new(self.edge_addr.ip(), port).to_string());
-                        media.codec = Some(format!("{}/{}", neg.codec.name, neg.codec.clock_rate));
-                        media.payload_type = Some(neg.codec.payload_type);
-                        slot.negotiated = Some(neg);
-                        Some(answer.to_sdp())
+                let local_rtp = SocketAddr::new(self.edge_addr.ip(), port);
+                if dtls_number {
+                    // The leg's connect timer starts now; the gateway learns our answer only
+                    // with the 200 OK, `answer_delay_ms` later.
+                    let delay = Duration::from_millis(behaviour.answer_delay_ms);
+                    match self.meta_answer(now, local_rtp, &req.body, delay) {
+                        Ok((leg, answer)) => {
+                            media.key_exchange = Some("dtls".into());
+                            media.local_rtp = Some(local_rtp.to_string());
+                            media.remote_rtp = Some(offer.rtp_addr().to_string());
+                            apply_leg_report(&mut media, &leg.report());
+                            slot.keying = Some(MediaKeying::Dtls(Box::new(leg)));
+                            Some(answer)
+                        }
+                        Err(e) => {
+                            self.reply(now, id, &not_acceptable(&format!("SDP: {e}")));
+                            return;
+                        }
                     }
-                    Err(e) => {
-                        let r = Refusal {
-                            status: 488,
-                            reason: "Not Acceptable Here".into(),
-                            headers: vec![
-                                (HeaderName::Allow, rules::ALLOW.to_string()),
-                                (HeaderName::Warning, format!("399 wa.meta.vc \"SDP: {e}\"")),
-                            ],
-                        };
-                        self.reply(now, id, &r);
-                        return;
+                } else {
+                    media.key_exchange = Some("sdes".into());
+                    let local = LocalMedia::whatsapp(self.edge_addr.ip(), port, g711);
+                    let built = match self.key_rng() {
+                        Some(mut rng) => sdp::build_answer_with_rng(&offer, &local, &mut rng),
+                        None => sdp::build_answer(&offer, &local),
+                    };
+                    match built {
+                        Ok((answer, neg)) => {
+                            media.remote_rtp = Some(neg.remote_rtp.to_string());
+                            media.local_rtp =
+                                Some(SocketAddr::new(self.edge_addr.ip(), port).to_string());
+                            media.codec =
+                                Some(format!("{}/{}", neg.codec.name, neg.codec.clock_rate));
+                            media.payload_type = Some(neg.codec.payload_type);
+                            slot.keying = Some(MediaKeying::Sdes(Box::new(neg)));
+                            Some(answer.to_sdp())
+                        }
+                        Err(e) => {
+                            self.reply(now, id, &not_acceptable(&format!("SDP: {e}")));
+                            return;
+                        }
                     }
                 }
             }
@@ -810,12 +862,6 @@ impl Core {
                     .push(entry("received", &Message::Request(req.clone()), 0));
             }
         });
-        let key = self
-            .state
-            .lock()
-            .user_key(&call.user)
-            .unwrap_or_else(|| call.user.trim_start_matches('+').to_string());
-        let behaviour = self.calls.behaviour(&key);
         // 100 Trying, then (unless busy) 180 Ringing with Meta's headers.
         let _ = self.endpoint.respond(now, id, 100);
         let at = match behaviour.answer {
@@ -1221,17 +1267,29 @@ impl Core {
                 .push(HeaderName::parse("x-wa-meta-deeplink-payload"), p.clone());
         }
         let (socket, port) = self.bind_media().ok_or("cannot bind an RTP socket")?;
-        let local = LocalMedia::whatsapp(
-            self.edge_addr.ip(),
-            port,
-            !target.additional_codecs.is_empty(),
-        );
-        let offer = match self.key_rng() {
-            Some(mut rng) => sdp::build_offer_with_rng(&local, &mut rng),
-            None => sdp::build_offer(&local),
+        let dtls = is_dtls_target(&target);
+        let (body, sdes_offer, offer_leg) = if dtls {
+            // DTLS number: Meta's offer (ICE-lite, actpass, IPv4 + unreachable IPv6 host
+            // candidates); the leg waits for the 200 OK's answer.
+            let local_rtp = SocketAddr::new(self.edge_addr.ip(), port);
+            let (leg, text) =
+                WebrtcLeg::meta_offer(now, &self.meta_config(local_rtp, Duration::ZERO))
+                    .map_err(|e| format!("DTLS offer: {e}"))?;
+            (text, None, Some(Box::new(leg)))
+        } else {
+            let local = LocalMedia::whatsapp(
+                self.edge_addr.ip(),
+                port,
+                !target.additional_codecs.is_empty(),
+            );
+            let offer = match self.key_rng() {
+                Some(mut rng) => sdp::build_offer_with_rng(&local, &mut rng),
+                None => sdp::build_offer(&local),
+            };
+            (offer.sdp.to_sdp(), Some(offer), None)
         };
         inv.headers.push(HeaderName::ContentType, "application/sdp");
-        inv.body = offer.sdp.to_sdp().into_bytes().into();
+        inv.body = body.into_bytes().into();
         let dest = Target {
             transport: TransportKind::Tls,
             destination: Destination::Name {
@@ -1249,6 +1307,7 @@ impl Core {
         self.calls.with_call_id(&call_id, |r| {
             r.wacid = Some(wacid.clone());
             r.media.local_rtp = Some(SocketAddr::new(self.edge_addr.ip(), port).to_string());
+            r.media.key_exchange = Some(if dtls { "dtls" } else { "sdes" }.into());
         });
         let txn = self
             .endpoint
@@ -1272,7 +1331,8 @@ impl Core {
                 bye_txn: None,
                 media: MediaSlot {
                     socket: Some(socket),
-                    offer: Some(offer),
+                    offer: sdes_offer,
+                    offer_leg,
                     mode: call.media.unwrap_or_else(|| {
                         let key = from_user.trim_start_matches('+').to_string();
                         let key = self.state.lock().user_key(&from_user).unwrap_or(key);
@@ -1507,9 +1567,38 @@ impl Core {
         c.answered_at = Some(now);
         let duration = c.duration;
         let mut media = None;
-        if let (Ok(ans), Some(offer)) = (AudioSession::parse(&resp.body), c.media.offer.as_ref()) {
+        let mut leg_report = None;
+        let mut media_failed = false;
+        if let Some(mut leg) = c.media.offer_leg.take() {
+            // DTLS number: the gateway's answer goes to the Meta-like leg of our offer; its
+            // connect timer starts now.
+            let accepted = std::str::from_utf8(&resp.body)
+                .map_err(|_| "answer is not UTF-8".to_string())
+                .and_then(|a| leg.accept_answer(now, a).map_err(|e| e.to_string()));
+            match accepted {
+                Ok(()) => {
+                    leg_report = Some(leg.report());
+                    c.media.keying = Some(MediaKeying::Dtls(leg));
+                }
+                Err(e) => {
+                    media_failed = true;
+                    self.calls
+                        .violation(cid, format!("SDP answer not acceptable: {e}"));
+                }
+            }
+            if let Ok(ans) = AudioSession::parse(&resp.body) {
+                media = Some((
+                    ans.rtp_addr().to_string(),
+                    ans.audio_codecs()
+                        .next()
+                        .map(|c| (format!("{}/{}", c.name, c.clock_rate), c.payload_type)),
+                ));
+            }
+        } else if let (Ok(ans), Some(offer)) =
+            (AudioSession::parse(&resp.body), c.media.offer.as_ref())
+        {
             match sdp::accept_answer(offer, &ans) {
-                Ok(neg) => c.media.negotiated = Some(neg),
+                Ok(neg) => c.media.keying = Some(MediaKeying::Sdes(Box::new(neg))),
                 Err(e) => self
                     .calls
                     .violation(cid, format!("SDP answer not acceptable: {e}")),
@@ -1534,12 +1623,38 @@ impl Core {
                     r.media.payload_type = Some(pt);
                 }
             }
+            if let Some(rep) = &leg_report {
+                apply_leg_report(&mut r.media, rep);
+            }
         });
+        if media_failed {
+            // Meta's reaction to an unusable DTLS answer is undocumented: the user hangs up.
+            let _ = self.uac_hangup(now, cid, "media_failed");
+            return;
+        }
         self.start_media(cid);
         if let Some(d) = duration {
             self.timers
                 .push((now + d, Timer::UacHangup(cid.to_string())));
         }
+    }
+}
+
+/// Whether a number's calling settings ask for DTLS-SRTP (`srtp_key_exchange_protocol`).
+fn is_dtls_target(t: &crate::sandbox::SipTarget) -> bool {
+    t.srtp_key_exchange_protocol.eq_ignore_ascii_case("DTLS")
+}
+
+/// `488 Not Acceptable Here` with Meta's `Allow` and a `Warning: 399 wa.meta.vc "<why>"`.
+fn not_acceptable(why: &str) -> Refusal {
+    let why = why.replace('"', "'");
+    Refusal {
+        status: 488,
+        reason: "Not Acceptable Here".into(),
+        headers: vec![
+            (HeaderName::Allow, rules::ALLOW.to_string()),
+            (HeaderName::Warning, format!("399 wa.meta.vc \"{why}\"")),
+        ],
     }
 }
 
@@ -1610,6 +1725,34 @@ impl Core {
         None
     }
 
+    /// The Meta-like leg's settings for a call on `local` (the RTP socket in our SDP).
+    fn meta_config(&self, local: SocketAddr, extra_timeout: Duration) -> MetaLikeConfig {
+        let mut cfg = MetaLikeConfig::new(local);
+        cfg.leg.connect_timeout = self.config.dtls_connect_timeout + extra_timeout;
+        cfg.answer_setup = self.config.dtls_answer_setup;
+        cfg
+    }
+
+    /// The sandbox user's DTLS-SRTP answer to a gateway offer (`meta_answer`): ICE-lite,
+    /// two host candidates, PTs mirrored; `a=setup` per `dtls_answer_setup` for `actpass`,
+    /// the RFC 4145 inverse for `active`/`passive` offers.
+    fn meta_answer(
+        &self,
+        now: Instant,
+        local: SocketAddr,
+        body: &[u8],
+        extra_timeout: Duration,
+    ) -> Result<(WebrtcLeg, String), String> {
+        let offer = std::str::from_utf8(body).map_err(|_| "offer is not UTF-8".to_string())?;
+        let mut cfg = self.meta_config(local, extra_timeout);
+        cfg.answer_setup = match crate::media::webrtc::sdp::setup_of(offer) {
+            Some(Setup::Active) => Setup::Passive,
+            Some(Setup::Passive) => Setup::Active,
+            _ => cfg.answer_setup,
+        };
+        WebrtcLeg::meta_answer(now, &cfg, offer).map_err(|e| e.to_string())
+    }
+
     fn ssrc(&mut self) -> u32 {
         let n = self.next_n();
         let h = sha2_bytes(&format!("ssrc-{}-{n}", self.seed));
@@ -1626,12 +1769,12 @@ impl Core {
         } else {
             return;
         };
-        let (Some(socket), Some(negotiated)) = (slot.socket.take(), slot.negotiated.take()) else {
+        let (Some(socket), Some(keying)) = (slot.socket.take(), slot.keying.take()) else {
             return;
         };
         let params = MediaParams {
             socket,
-            negotiated,
+            keying,
             mode: slot.mode,
             calls: self.calls.clone(),
             call_id: cid.to_string(),

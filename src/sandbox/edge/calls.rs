@@ -123,6 +123,34 @@ pub struct MediaCounters {
     pub non_silent_rx_packets: Option<u64>,
     /// Set when the user hung up on a no-media timer (media user agent only).
     pub hangup: Option<String>,
+    /// How the SRTP keys were agreed: `sdes` (`a=crypto`) or `dtls` (DTLS-SRTP + ICE).
+    pub key_exchange: Option<String>,
+    /// DTLS calls: what the sandbox's Meta-like leg saw the gateway do.
+    #[serde(flatten)]
+    pub dtls: DtlsFacts,
+}
+
+/// What a DTLS-SRTP call's Meta-like leg saw (all `null` for SDES calls and before the
+/// first STUN/DTLS packet).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct DtlsFacts {
+    /// ICE role of the gateway's connectivity checks: `controlling` (ICE-CONTROLLING seen,
+    /// as Meta requires) or `controlled`; `null` before any check arrived.
+    pub ice_role_seen: Option<String>,
+    /// The gateway nominated with regular nomination: a plain check answered before the
+    /// first USE-CANDIDATE (`false` for aggressive nomination or no nomination yet).
+    pub regular_nomination_seen: Option<bool>,
+    /// Who sent the DTLS ClientHello: `gateway` (as Meta requires) or `sandbox`.
+    pub client_hello_from: Option<String>,
+    /// SRTP profile from DTLS `use_srtp`: `SRTP_AES128_CM_SHA1_80`, `SRTP_AES128_CM_SHA1_32`,
+    /// `SRTP_AEAD_AES_128_GCM`, `SRTP_AEAD_AES_256_GCM` or `0x…`.
+    pub srtp_profile: Option<String>,
+    /// `connecting`, `connected` or `failed`.
+    pub dtls_state: Option<String>,
+    /// Why the leg failed (e.g. `no DTLS connection within 5000 ms (…)`).
+    pub dtls_failure: Option<String>,
+    /// STUN binding requests the sandbox received from the gateway.
+    pub stun_requests_received: Option<u64>,
 }
 
 /// One SIP message of a call.

@@ -14,7 +14,7 @@ pub mod media;
 pub mod rules;
 
 pub use calls::{
-    AnswerMode, CallBook, CallDirection, CallRecord, CallState, MediaCounters, RefusedRequest,
-    SipEntry, UserBehaviour,
+    AnswerMode, CallBook, CallDirection, CallRecord, CallState, DtlsFacts, MediaCounters,
+    RefusedRequest, SipEntry, UserBehaviour,
 };
 pub use rules::{ALLOW, EdgeConfig, EdgeRules, META_REALM, Refusal, RouteStyle, Verdict};

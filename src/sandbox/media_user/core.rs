@@ -92,8 +92,10 @@ pub enum MediaUserError {
 #[derive(Debug, Clone)]
 pub struct MediaUserConfig {
     pub mode: Mode,
-    /// `local` protects what we send, `remote` unprotects what we receive.
-    pub keys: SrtpKeys,
+    /// SDES: `local` protects what we send, `remote` unprotects what we receive. `None`:
+    /// packets are protected outside (a DTLS-SRTP leg); drive the user with
+    /// [`MediaUser::poll_frame`] / [`MediaUser::handle_decrypted_rtp`] then.
+    pub keys: Option<SrtpKeys>,
     /// Where our packets go (the business side's RTP address; rtcp-mux).
     pub remote: SocketAddr,
     pub codec: AudioCodec,
@@ -125,7 +127,7 @@ impl MediaUserConfig {
             .ok_or_else(|| MediaUserError::UnsupportedCodec(neg.codec.name.clone()))?;
         Ok(Self {
             mode,
-            keys,
+            keys: Some(keys),
             remote: neg.remote_rtp,
             codec,
             audio_payload_type: neg.codec.payload_type,
@@ -142,6 +144,46 @@ impl MediaUserConfig {
             cname: format!("sandbox-{:08x}", rand::random::<u32>()),
         })
     }
+}
+
+impl MediaUserConfig {
+    /// Defaults for a DTLS-SRTP call (the leg protects and sends, and runs RTCP): Opus on
+    /// `audio_payload_type`, WhatsApp timers, wait for the first packet, no keys, no RTCP.
+    /// `remote` is informational (the leg's ICE decides where packets go).
+    pub fn unprotected_opus(
+        mode: Mode,
+        remote: SocketAddr,
+        audio_payload_type: u8,
+        dtmf_payload_type: Option<u8>,
+    ) -> Self {
+        Self {
+            mode,
+            keys: None,
+            remote,
+            codec: AudioCodec::Opus,
+            audio_payload_type,
+            dtmf_payload_type,
+            ssrc: rand::random(),
+            initial_sequence: rand::random(),
+            initial_timestamp: rand::random(),
+            wait_for_first_packet: true,
+            first_media_timeout: Some(DEFAULT_FIRST_MEDIA_TIMEOUT),
+            mid_call_timeout: Some(DEFAULT_MID_CALL_TIMEOUT),
+            rtcp_interval: None,
+            tone: OpusFrames::tone(),
+            cname: format!("sandbox-{:08x}", rand::random::<u32>()),
+        }
+    }
+}
+
+/// One unprotected RTP packet to send (DTLS-SRTP mode: the leg protects it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtpFrame {
+    pub payload_type: u8,
+    pub sequence: u16,
+    pub timestamp: u32,
+    pub marker: bool,
+    pub payload: Vec<u8>,
 }
 
 /// What the user received and sent. Serialized as-is by the sandbox control API.
@@ -185,8 +227,9 @@ pub struct Transmit {
 #[derive(Debug)]
 pub struct MediaUser {
     cfg: MediaUserConfig,
-    tx: SrtpSession,
-    rx: SrtpSession,
+    /// `None` without keys (DTLS-SRTP: protection happens in the leg).
+    tx: Option<SrtpSession>,
+    rx: Option<SrtpSession>,
     answered_at: Instant,
     first_rx: Option<Instant>,
     last_rx: Option<Instant>,
@@ -207,10 +250,16 @@ pub struct MediaUser {
 impl MediaUser {
     /// A user whose call was answered at `answered_at`.
     pub fn new(answered_at: Instant, cfg: MediaUserConfig) -> Result<Self, MediaUserError> {
-        let tx = SrtpSession::new(&cfg.keys.local)?;
-        let rx = match cfg.keys.remote_mki {
-            Some(m) => SrtpSession::with_mki(&cfg.keys.remote, Some(m))?,
-            None => SrtpSession::new(&cfg.keys.remote)?,
+        let (tx, rx) = match &cfg.keys {
+            Some(keys) => {
+                let tx = SrtpSession::new(&keys.local)?;
+                let rx = match keys.remote_mki {
+                    Some(m) => SrtpSession::with_mki(&keys.remote, Some(m))?,
+                    None => SrtpSession::new(&keys.remote)?,
+                };
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
         };
         let next_tx =
             (!cfg.wait_for_first_packet && cfg.mode != Mode::Silent).then_some(answered_at);
@@ -271,26 +320,31 @@ impl MediaUser {
         self.drain_digits();
     }
 
-    /// One datagram from the network.
+    /// One datagram from the network. Without SDES keys nothing can be authenticated: every
+    /// datagram counts as a decrypt failure (use [`Self::handle_decrypted_rtp`]).
     pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) {
         self.handle_timeout(now);
         if self.ended {
             return;
         }
+        let Some(rx) = self.rx.as_mut() else {
+            self.counters.decrypt_failures += 1;
+            return;
+        };
         let mut buf = datagram.to_vec();
         match rtcp::classify(&buf) {
-            PacketKind::Rtp => match self.rx.unprotect_rtp(&mut buf) {
+            PacketKind::Rtp => match rx.unprotect_rtp(&mut buf) {
                 Ok(n) => {
                     self.counters.rx_packets += 1;
                     self.counters.rx_bytes += datagram.len() as u64;
                     self.media_arrived(now);
                     if let Some(rtp) = buf.get(..n).and_then(|b| RtpPacket::parse(b).ok()) {
-                        self.handle_rtp(&rtp);
+                        self.handle_rtp(rtp.payload_type(), rtp.timestamp(), rtp.payload());
                     }
                 }
                 Err(_) => self.counters.decrypt_failures += 1,
             },
-            PacketKind::Rtcp => match self.rx.unprotect_rtcp(&mut buf) {
+            PacketKind::Rtcp => match rx.unprotect_rtcp(&mut buf) {
                 Ok(_) => {
                     self.counters.rx_rtcp_packets += 1;
                     self.media_arrived(now);
@@ -299,6 +353,27 @@ impl MediaUser {
             },
             _ => self.counters.decrypt_failures += 1,
         }
+    }
+
+    /// One RTP packet already authenticated and decrypted elsewhere (a DTLS-SRTP leg):
+    /// counted like an SRTP packet (`wire_len` goes to `rx_bytes`), restarts the no-media
+    /// timer, feeds digits, the level meter and the echo.
+    pub fn handle_decrypted_rtp(
+        &mut self,
+        now: Instant,
+        wire_len: usize,
+        payload_type: u8,
+        timestamp: u32,
+        payload: &[u8],
+    ) {
+        self.handle_timeout(now);
+        if self.ended {
+            return;
+        }
+        self.counters.rx_packets += 1;
+        self.counters.rx_bytes += wire_len as u64;
+        self.media_arrived(now);
+        self.handle_rtp(payload_type, timestamp, payload);
     }
 
     fn media_arrived(&mut self, now: Instant) {
@@ -314,14 +389,13 @@ impl MediaUser {
         self.last_rx = Some(now);
     }
 
-    fn handle_rtp(&mut self, rtp: &RtpPacket<'_>) {
-        let pt = rtp.payload_type();
+    fn handle_rtp(&mut self, pt: u8, timestamp: u32, payload: &[u8]) {
         if Some(pt) == self.cfg.dtmf_payload_type {
             // A malformed or non-digit event is ignored (counted nowhere: it authenticated).
-            let _ = self.dtmf.handle_packet(rtp.timestamp(), rtp.payload());
+            let _ = self.dtmf.handle_packet(timestamp, payload);
             self.drain_digits();
         } else if pt == self.cfg.audio_payload_type {
-            match self.meter.measure(rtp.payload()) {
+            match self.meter.measure(payload) {
                 Some(level) => {
                     self.counters.decoded_rx_packets += 1;
                     if level >= NON_SILENT_RMS {
@@ -331,11 +405,11 @@ impl MediaUser {
                 }
                 None => self.counters.decode_errors += 1,
             }
-            if self.cfg.mode == Mode::Echo && !rtp.payload().is_empty() {
+            if self.cfg.mode == Mode::Echo && !payload.is_empty() {
                 if self.echo.len() >= ECHO_QUEUE {
                     self.echo.pop_front();
                 }
-                self.echo.push_back(rtp.payload().to_vec());
+                self.echo.push_back(payload.to_vec());
             }
         }
     }
@@ -372,9 +446,10 @@ impl MediaUser {
     }
 
     /// The next protected packet due at `now`, if any. Call until it returns `None`.
+    /// Without SDES keys always `None` (use [`Self::poll_frame`]).
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
         self.handle_timeout(now);
-        if self.ended {
+        if self.ended || self.tx.is_none() {
             return None;
         }
         if let Some(at) = self.next_rtcp
@@ -385,6 +460,46 @@ impl MediaUser {
                 return Some(t);
             }
         }
+        let frame = self.next_frame(now)?;
+        let tx = self.tx.as_mut()?;
+        let mut header = RtpHeader::new(
+            frame.payload_type,
+            frame.sequence,
+            frame.timestamp,
+            self.cfg.ssrc,
+        );
+        header.marker = frame.marker;
+        let payload = &frame.payload;
+        let mut pkt = vec![0u8; header.len(0) + payload.len() + tx.rtp_overhead()];
+        let hl = header.write(&[], &mut pkt).ok()?;
+        pkt.get_mut(hl..hl + payload.len())?
+            .copy_from_slice(payload);
+        let n = tx.protect_rtp(&mut pkt, hl + payload.len()).ok()?;
+        pkt.truncate(n);
+        self.counters.tx_packets += 1;
+        self.counters.tx_bytes += n as u64;
+        Some(Transmit {
+            destination: self.cfg.remote,
+            payload: pkt,
+        })
+    }
+
+    /// The next unprotected RTP packet due at `now` (DTLS-SRTP mode: hand it to the leg).
+    /// Same pacing, sequence/timestamp and first-packet rule as [`Self::poll_transmit`];
+    /// counted as sent (`tx_bytes`: RTP header + payload). Call until it returns `None`.
+    pub fn poll_frame(&mut self, now: Instant) -> Option<RtpFrame> {
+        self.handle_timeout(now);
+        if self.ended {
+            return None;
+        }
+        let frame = self.next_frame(now)?;
+        self.counters.tx_packets += 1;
+        self.counters.tx_bytes += (12 + frame.payload.len()) as u64;
+        Some(frame)
+    }
+
+    /// Advances the sender by one packet if one is due.
+    fn next_frame(&mut self, now: Instant) -> Option<RtpFrame> {
         let at = self.next_tx?;
         if now < at {
             return None;
@@ -401,27 +516,16 @@ impl MediaUser {
             self.next_rtcp = self.cfg.rtcp_interval.map(|i| due + i);
         }
         let payload = self.next_payload();
-        let mut header = RtpHeader::new(
-            self.cfg.audio_payload_type,
-            self.seq,
-            self.ts,
-            self.cfg.ssrc,
-        );
-        header.marker = self.counters.tx_packets == 0;
-        let mut pkt = vec![0u8; header.len(0) + payload.len() + self.tx.rtp_overhead()];
-        let hl = header.write(&[], &mut pkt).ok()?;
-        pkt.get_mut(hl..hl + payload.len())?
-            .copy_from_slice(&payload);
-        let n = self.tx.protect_rtp(&mut pkt, hl + payload.len()).ok()?;
-        pkt.truncate(n);
+        let frame = RtpFrame {
+            payload_type: self.cfg.audio_payload_type,
+            sequence: self.seq,
+            timestamp: self.ts,
+            marker: self.counters.tx_packets == 0,
+            payload,
+        };
         self.seq = self.seq.wrapping_add(1);
         self.ts = self.ts.wrapping_add(self.cfg.codec.timestamp_step());
-        self.counters.tx_packets += 1;
-        self.counters.tx_bytes += n as u64;
-        Some(Transmit {
-            destination: self.cfg.remote,
-            payload: pkt,
-        })
+        Some(frame)
     }
 
     fn next_payload(&mut self) -> Vec<u8> {
@@ -462,7 +566,7 @@ impl MediaUser {
         )
         .ok()?;
         buf.truncate(n);
-        self.tx.protect_rtcp_vec(&mut buf).ok()?;
+        self.tx.as_mut()?.protect_rtcp_vec(&mut buf).ok()?;
         self.counters.tx_rtcp_packets += 1;
         Some(Transmit {
             destination: self.cfg.remote,

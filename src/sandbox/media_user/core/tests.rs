@@ -53,11 +53,11 @@ fn config(profile: SrtpProfile, mode: Mode) -> (MediaUserConfig, Business) {
     };
     let cfg = MediaUserConfig {
         mode,
-        keys: SrtpKeys {
+        keys: Some(SrtpKeys {
             local,
             remote: remote_key,
             remote_mki: None,
-        },
+        }),
         remote: remote(),
         codec: AudioCodec::Opus,
         audio_payload_type: OPUS,
@@ -342,11 +342,12 @@ fn tone_user_and_echo_user_hear_each_other() {
         b_cfg.mode = Mode::Echo;
         b_cfg.wait_for_first_packet = true;
         b_cfg.ssrc = 0x0bad_cafe;
-        b_cfg.keys = SrtpKeys {
-            local: a_cfg.keys.remote.clone(),
-            remote: a_cfg.keys.local.clone(),
+        let a_keys = a_cfg.keys.clone().unwrap();
+        b_cfg.keys = Some(SrtpKeys {
+            local: a_keys.remote,
+            remote: a_keys.local,
             remote_mki: None,
-        };
+        });
         let mut a = MediaUser::new(t0, a_cfg).unwrap();
         let mut b = MediaUser::new(t0, b_cfg).unwrap();
         let mut t = t0;
@@ -383,11 +384,12 @@ fn g711_tone_is_heard_as_non_silent() {
         a_cfg.wait_for_first_packet = false;
         let mut b_cfg = a_cfg.clone();
         b_cfg.mode = Mode::Silent;
-        b_cfg.keys = SrtpKeys {
-            local: a_cfg.keys.remote.clone(),
-            remote: a_cfg.keys.local.clone(),
+        let a_keys = a_cfg.keys.clone().unwrap();
+        b_cfg.keys = Some(SrtpKeys {
+            local: a_keys.remote,
+            remote: a_keys.local,
             remote_mki: None,
-        };
+        });
         let mut a = MediaUser::new(t0, a_cfg).unwrap();
         let mut b = MediaUser::new(t0, b_cfg).unwrap();
         for k in 0..50u32 {
