@@ -147,6 +147,7 @@ struct SdpNegotiator {
     /// Our DTLS offer's leg, until Meta's answer is accepted.
     webrtc: Option<Box<WebrtcLeg>>,
     webrtc_accepted: bool,
+    dtls_timeout: Duration,
 }
 
 /// str0m writes WebRTC-style `c=IN IP4 0.0.0.0` / `m=audio 9`; Meta's own SDP carries the
@@ -196,7 +197,9 @@ impl SdpNegotiator {
     }
 
     fn webrtc_config(&self) -> WebrtcConfig {
-        WebrtcConfig::new(self.wa_addr())
+        let mut c = WebrtcConfig::new(self.wa_addr());
+        c.connect_timeout = self.dtls_timeout;
+        c
     }
 
     /// `wa_local` as the DTLS leg can carry it: Opus only.
@@ -441,6 +444,9 @@ fn deps_factory(
                 table: table.clone(),
                 webrtc: None,
                 webrtc_accepted: false,
+                dtls_timeout: Duration::from_secs(u64::from(
+                    wa.map_or(5, |p| p.media.dtls_connect_timeout_s),
+                )),
             }),
             wa_auth,
             pbx_auth,
@@ -818,6 +824,29 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             token,
             ..Default::default()
         });
+        // The twin's numbers use the key exchange their profile says (as `whatsip settings
+        // push` would set `srtp_key_exchange_protocol` at Meta).
+        {
+            let mut st = sstate.lock();
+            for n in &wa.numbers {
+                let digits: String = n.e164.chars().filter(char::is_ascii_digit).collect();
+                if let Some(twin) = st.numbers.values_mut().find(|t| {
+                    t.e164
+                        .chars()
+                        .filter(char::is_ascii_digit)
+                        .collect::<String>()
+                        == digits
+                }) {
+                    twin.calling.srtp_key_exchange_protocol = Some(
+                        match n.srtp_key_exchange {
+                            KeyExchange::Dtls => "DTLS",
+                            KeyExchange::Sdes => "SDES",
+                        }
+                        .into(),
+                    );
+                }
+            }
+        }
         // The twin generated each number's SIP password: store it where the profile's password
         // source says, as `whatsip settings pull` would against Meta.
         for n in &wa.numbers {
@@ -1083,6 +1112,7 @@ mod tests {
             table: media::SocketTable::default(),
             webrtc: None,
             webrtc_accepted: false,
+            dtls_timeout: Duration::from_secs(5),
         }
     }
 

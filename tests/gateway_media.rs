@@ -50,11 +50,47 @@ fn closed_record(ports: &Ports) -> serde_json::Value {
     })
 }
 
+/// The business number's key exchange in the profile copy (`sdes` as shipped, or `dtls`).
+fn key_exchange(dtls: bool) -> impl Fn(&str, String) -> String {
+    move |name, t| {
+        if dtls && name == "whatsapp.toml" {
+            let out = t.replace(
+                "srtp_key_exchange = \"sdes\"",
+                "srtp_key_exchange = \"dtls\"",
+            );
+            assert_ne!(out, t, "shipped profile names its key exchange");
+            out
+        } else {
+            t
+        }
+    }
+}
+
+/// The sandbox saw a DTLS+ICE leg run the way Meta needs it: we were ICE-controlling with
+/// regular nomination and sent the ClientHello.
+fn assert_gateway_drove_dtls(call: &serde_json::Value) {
+    let m = &call["media"];
+    assert_eq!(m["key_exchange"], "dtls", "{call}");
+    assert_eq!(m["ice_role_seen"], "controlling", "{call}");
+    assert_eq!(m["regular_nomination_seen"], true, "{call}");
+    assert_eq!(m["client_hello_from"], "gateway", "{call}");
+    assert!(m["srtp_profile"].is_string(), "{call}");
+}
+
 #[test]
 fn business_initiated_call_carries_audio_both_ways_and_survives_hold_and_refresh() {
+    business_initiated_call(false);
+}
+
+#[test]
+fn business_initiated_dtls_call_carries_audio_both_ways_and_survives_hold_and_refresh() {
+    business_initiated_call(true);
+}
+
+fn business_initiated_call(dtls: bool) {
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::fresh();
-    let profiles = write_profiles(dir.path(), &ports, |_, t| t);
+    let profiles = write_profiles(dir.path(), &ports, key_exchange(dtls));
     let mut gw = start(dir.path(), &profiles);
     wait_up(&mut gw, ports.http);
     set_user(&ports, &format!(r#"{{"user":"{USER}","media":"tone"}}"#));
@@ -79,6 +115,11 @@ fn business_initiated_call_carries_audio_both_ways_and_survives_hold_and_refresh
         (c["media"]["non_silent_rx_packets"].as_u64().unwrap_or(0) >= 40).then_some(c)
     });
     assert_eq!(call["media"]["decrypt_failures"], 0, "{call}");
+    if dtls {
+        assert_gateway_drove_dtls(&call);
+    } else {
+        assert_eq!(call["media"]["key_exchange"], "sdes", "{call}");
+    }
     let invites_before_hold = received_invites(&call);
     assert!(invites_before_hold >= 1, "{call}");
 
@@ -184,6 +225,108 @@ fn no_media_from_whatsapp_ends_the_call_on_both_legs() {
             .as_u64()
             .unwrap()
             >= 50,
+        "{record}"
+    );
+    assert!(sigterm(&mut gw).success());
+}
+
+#[test]
+fn user_initiated_dtls_call_carries_audio_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::fresh();
+    let profiles = write_profiles(dir.path(), &ports, key_exchange(true));
+    let mut gw = start(dir.path(), &profiles);
+    wait_up(&mut gw, ports.http);
+
+    // The PBX: a UAS on the trunk peer's port that answers Opus from its RTP socket.
+    let pbx = Pbx::new(ports.trunk, ports.pbx_peer, "unused");
+    let (st, b) = http(
+        ports.sandbox_http,
+        "POST",
+        "/sandbox/calls",
+        Some(&format!(
+            r#"{{"from":"{USER}","to":"+15550001111","media":"tone","duration":4}}"#
+        )),
+    )
+    .unwrap();
+    assert!(st < 300, "{st} {b}");
+    let invite = loop {
+        let m = pbx.recv();
+        if m.starts_with("INVITE ") {
+            break m;
+        }
+    };
+    let gw_rtp = std::net::SocketAddr::from(([127, 0, 0, 1], audio_port(body(&invite))));
+    let sdp = pbx.sdp("sendrecv");
+    let mut ok = String::from("SIP/2.0 200 OK\r\n");
+    for h in ["Via", "From", "Call-ID", "CSeq"] {
+        for l in invite.lines().filter(|l| {
+            l.split_once(':')
+                .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(h))
+        }) {
+            ok.push_str(l);
+            ok.push_str("\r\n");
+        }
+    }
+    let to = header(&invite, "To").unwrap();
+    ok.push_str(&format!(
+        "To: {to};tag=pbx-uas\r\nContact: <sip:pbx@127.0.0.1:{}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        ports.pbx_peer,
+        sdp.len()
+    ));
+    pbx.sip
+        .send_to(ok.as_bytes(), ("127.0.0.1", ports.trunk))
+        .unwrap();
+    // The user's tone reaches the PBX; the PBX's tone reaches the user.
+    let got = pbx.collect_rtp(1500);
+    let tone = got.iter().filter(|p| p.0 == 111 && p.2 > 3).count();
+    assert!(
+        tone >= 25,
+        "tone packets at the PBX: {tone} of {}",
+        got.len()
+    );
+    let mut talker = Pbx::new(ports.trunk, 0, "talker");
+    talker.rtp = pbx.rtp.try_clone().unwrap();
+    talker.gw_rtp = Some(gw_rtp);
+    talker.send_tone(50, 0x3333_0003, 1);
+    let call = eventually(10, "the user decoded the PBX's tone", || {
+        let c = sandbox_call(&ports);
+        (c["media"]["non_silent_rx_packets"].as_u64().unwrap_or(0) >= 40).then_some(c)
+    });
+    assert_gateway_drove_dtls(&call);
+    assert_eq!(
+        call["violations"].as_array().map(Vec::len),
+        Some(0),
+        "{call}"
+    );
+    // The user hangs up after its duration: BYE reaches the PBX, the record closes.
+    let bye = loop {
+        let m = pbx.recv();
+        if m.starts_with("BYE ") {
+            break m;
+        }
+    };
+    let mut resp = String::from("SIP/2.0 200 OK\r\n");
+    for h in ["Via", "From", "To", "Call-ID", "CSeq"] {
+        for l in bye.lines().filter(|l| {
+            l.split_once(':')
+                .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(h))
+        }) {
+            resp.push_str(l);
+            resp.push_str("\r\n");
+        }
+    }
+    resp.push_str("Content-Length: 0\r\n\r\n");
+    pbx.sip
+        .send_to(resp.as_bytes(), ("127.0.0.1", ports.trunk))
+        .unwrap();
+    let record = closed_record(&ports);
+    assert_eq!(record["state"], "Completed", "{record}");
+    assert!(
+        record["media"]["whatsapp_to_pbx"]["packets"]
+            .as_u64()
+            .unwrap()
+            >= 25,
         "{record}"
     );
     assert!(sigterm(&mut gw).success());

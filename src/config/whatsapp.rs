@@ -128,6 +128,9 @@ pub struct WaMedia {
     pub media_timeout_s: u32,
     /// Default true.
     pub silence_keepalive: bool,
+    /// DTLS numbers: the call fails when ICE + DTLS are not up this long after the remote
+    /// description is known. Default 5 (Meta retries its DTLS at 1/2/4 s).
+    pub dtls_connect_timeout_s: u32,
 }
 
 /// Request-URI user toward the trunk for user-initiated calls.
@@ -290,6 +293,7 @@ struct RawMedia {
     srtp_suites: Option<Spanned<Vec<SrtpSuite>>>,
     media_timeout_s: Option<Spanned<i64>>,
     silence_keepalive: Option<bool>,
+    dtls_connect_timeout_s: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -631,6 +635,7 @@ impl Raw {
             srtp_suites: None,
             media_timeout_s: None,
             silence_keepalive: None,
+            dtls_connect_timeout_s: None,
         });
         let rtp_ports = port_range(
             d,
@@ -667,6 +672,13 @@ impl Raw {
             srtp_suites,
             media_timeout_s: int_in(d, "media.media_timeout_s", &m.media_timeout_s, 1..=3600, 20),
             silence_keepalive: m.silence_keepalive.unwrap_or(true),
+            dtls_connect_timeout_s: int_in(
+                d,
+                "media.dtls_connect_timeout_s",
+                &m.dtls_connect_timeout_s,
+                1..=60,
+                5,
+            ),
         };
 
         // [[numbers]]
