@@ -377,19 +377,41 @@ impl WorkerLoop {
                 continue;
             }
             let now = Instant::now();
-            if let Some(tx) = s.relay.handle_datagram(
-                now,
-                side,
-                socket,
-                from,
-                &mut self.buf[..n],
-                &mut self.out[..],
-            ) {
-                send(s, &self.out[..tx.len], tx.side, tx.socket, tx.destination);
+            let (buf, out) = (&mut self.buf[..n], &mut self.out[..]);
+            let ok = guarded(|| {
+                if let Some(tx) = s.relay.handle_datagram(now, side, socket, from, buf, out) {
+                    send(s, &out[..tx.len], tx.side, tx.socket, tx.destination);
+                }
+                while let Some(tx) = s.relay.poll_transmit(out) {
+                    send(s, &out[..tx.len], tx.side, tx.socket, tx.destination);
+                }
+            });
+            if !ok {
+                self.fail(i);
+                return;
             }
         }
         self.after(i);
         self.reschedule(i);
+    }
+
+    /// A call's relay panicked: drop that call (its sockets close) and tell the call core;
+    /// the worker and its other calls carry on.
+    fn fail(&mut self, i: usize) {
+        let Some(s) = self.slots.get_mut(i).and_then(Option::take) else {
+            return;
+        };
+        tracing::error!(call = s.call, "media relay panicked; ending this call only");
+        self.by_call.remove(&s.call);
+        let mut s = s;
+        for m in s.socks.iter_mut().flatten() {
+            let _ = self.poll.registry().deregister(m);
+        }
+        self.free.push(i);
+        let _ = self.events.send(EngineEvent::MediaFailed {
+            call: s.call,
+            reason: "internal media relay error",
+        });
     }
 
     fn after(&mut self, i: usize) {
@@ -451,13 +473,26 @@ impl WorkerLoop {
                 continue;
             }
             s.scheduled = None;
-            while let Some(tx) = s.relay.handle_timeout(now, &mut self.out[..]) {
-                send(s, &self.out[..tx.len], tx.side, tx.socket, tx.destination);
+            let out = &mut self.out[..];
+            let ok = guarded(|| {
+                while let Some(tx) = s.relay.handle_timeout(now, out) {
+                    send(s, &out[..tx.len], tx.side, tx.socket, tx.destination);
+                }
+            });
+            if !ok {
+                self.fail(i);
+                continue;
             }
             self.after(i);
             self.reschedule(i);
         }
     }
+}
+
+/// Runs one call's packet or timer work; `false` if it panicked (the call is then dropped,
+/// never the worker). Costs nothing when nothing panics.
+fn guarded(f: impl FnOnce()) -> bool {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_ok()
 }
 
 fn send(s: &Slot, data: &[u8], side: Side, socket: Socket, to: std::net::SocketAddr) {
