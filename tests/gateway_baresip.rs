@@ -129,10 +129,21 @@ fn baresip(dir: &Path, sip_port: u16, aor: &str, command: Option<&str>) -> Bares
     }
 }
 
-fn started() -> (tempfile::TempDir, Ports, Gateway) {
+/// `dtls`: the business number uses DTLS-SRTP + ICE toward WhatsApp (Meta's default) instead
+/// of the shipped SDES; the PBX side (baresip, plain RTP) is the same either way.
+fn started(dtls: bool) -> (tempfile::TempDir, Ports, Gateway) {
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::fresh();
-    let profiles = write_profiles(dir.path(), &ports, |_, t| t);
+    let profiles = write_profiles(dir.path(), &ports, move |name, t| {
+        if dtls && name == "whatsapp.toml" {
+            t.replace(
+                "srtp_key_exchange = \"sdes\"",
+                "srtp_key_exchange = \"dtls\"",
+            )
+        } else {
+            t
+        }
+    });
     let mut gw = start(dir.path(), &profiles);
     wait_up(&mut gw, ports.http);
     (dir, ports, gw)
@@ -163,6 +174,18 @@ fn call_with_media(ports: &Ports, id: Option<&str>, bs: &Baresip) -> serde_json:
     }
 }
 
+/// What the sandbox saw of the WhatsApp leg's key exchange.
+fn assert_key_exchange(call: &serde_json::Value, dtls: bool) {
+    let m = &call["media"];
+    if dtls {
+        assert_eq!(m["key_exchange"], "dtls", "{call:#}");
+        assert_eq!(m["ice_role_seen"], "controlling", "{call:#}");
+        assert_eq!(m["client_hello_from"], "gateway", "{call:#}");
+    } else {
+        assert_eq!(m["key_exchange"], "sdes", "{call:#}");
+    }
+}
+
 fn assert_recorded_tone(bs: &Baresip) {
     let (samples, rms) = bs.recording();
     assert!(
@@ -179,7 +202,16 @@ fn assert_recorded_tone(bs: &Baresip) {
 
 #[test]
 fn baresip_pbx_phone_calls_a_whatsapp_user_through_the_gateway() {
-    let (dir, ports, mut gw) = started();
+    pbx_phone_calls_user(false);
+}
+
+#[test]
+fn baresip_pbx_phone_calls_a_whatsapp_user_with_dtls_toward_whatsapp() {
+    pbx_phone_calls_user(true);
+}
+
+fn pbx_phone_calls_user(dtls: bool) {
+    let (dir, ports, mut gw) = started(dtls);
     sandbox_user(&ports, &format!(r#"{{"user":"{USER}","media":"tone"}}"#));
     // baresip listens on the trunk peer's port: the gateway's in-dialog requests go there.
     let mut bs = baresip(
@@ -191,7 +223,10 @@ fn baresip_pbx_phone_calls_a_whatsapp_user_through_the_gateway() {
     let call = call_with_media(&ports, None, &bs);
     let id = call["id"].as_str().unwrap().to_owned();
     assert_eq!(call["media"]["decrypt_failures"], 0, "{call:#}");
-    assert_eq!(call["media"]["codec"], "opus/48000", "{call:#}");
+    assert_key_exchange(&call, dtls);
+    if !dtls {
+        assert_eq!(call["media"]["codec"], "opus/48000", "{call:#}");
+    }
     // Let baresip record a little more, then the user hangs up.
     std::thread::sleep(Duration::from_secs(1));
     let (st, b) = http(
@@ -237,7 +272,16 @@ fn baresip_pbx_phone_calls_a_whatsapp_user_through_the_gateway() {
 
 #[test]
 fn whatsapp_user_calls_baresip_answering_as_the_pbx() {
-    let (dir, ports, mut gw) = started();
+    user_calls_pbx_phone(false);
+}
+
+#[test]
+fn whatsapp_user_calls_baresip_answering_as_the_pbx_with_dtls_toward_whatsapp() {
+    user_calls_pbx_phone(true);
+}
+
+fn user_calls_pbx_phone(dtls: bool) {
+    let (dir, ports, mut gw) = started(dtls);
     let mut bs = baresip(
         dir.path(),
         ports.pbx_peer,
@@ -256,6 +300,7 @@ fn whatsapp_user_calls_baresip_answering_as_the_pbx() {
     );
     let call = call_with_media(&ports, Some(&id), &bs);
     assert_eq!(call["media"]["decrypt_failures"], 0, "{call:#}");
+    assert_key_exchange(&call, dtls);
     let received = transcript_lines(&call, "received");
     assert!(
         received.iter().any(|l| l.starts_with("SIP/2.0 407")),
