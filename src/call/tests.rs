@@ -1509,6 +1509,31 @@ fn media_timeout_and_ack_timeout_end_the_call() {
 }
 
 #[test]
+fn a_failed_dtls_leg_ends_the_call_with_its_reason_on_both_legs() {
+    let now = Instant::now();
+    let (mut c, _, _) = ui_accepted(now, &[], false);
+    c.handle_event(
+        now,
+        LegEvent::MediaFailed {
+            reason: "no DTLS connection with WhatsApp in time".into(),
+        },
+    );
+    let a = drain(&mut c);
+    let byes = sent_requests(&a);
+    assert_eq!(byes.len(), 2);
+    let pbx_bye = byes.iter().find(|(leg, _, _)| *leg == Leg::Pbx).unwrap();
+    assert_eq!(
+        pbx_bye.2.headers.get(&HeaderName::Reason),
+        Some("Q.850;cause=41;text=\"no DTLS connection with WhatsApp in time\"")
+    );
+    assert!(
+        matches!(c.state(), CallState::Completed(r) if r.text.contains("DTLS")),
+        "{:?}",
+        c.state()
+    );
+}
+
+#[test]
 fn user_initiated_without_contact_is_400() {
     let now = Instant::now();
     let mut inv = meta_invite("+15551234567");

@@ -563,6 +563,75 @@ mod dtls {
     }
 
     #[test]
+    fn a_dtls_leg_that_never_connects_fails_the_call_after_the_timeout() {
+        let now = Instant::now();
+        let gw: SocketAddr = GW.parse().unwrap();
+        let mut cfg = WebrtcConfig::new(gw);
+        cfg.connect_timeout = Duration::from_secs(3);
+        let (mut leg, offer) = WebrtcLeg::create_offer(now, &cfg).unwrap();
+        let (_meta, answer) = WebrtcLeg::meta_answer(
+            now,
+            &MetaLikeConfig::new(META_ADDR.parse().unwrap()),
+            &offer,
+        )
+        .unwrap();
+        leg.accept_answer(now, &answer).unwrap();
+        let lo = IpAddr::from([127, 0, 0, 1]);
+        let pbx_offer = sdp::build_offer(&LocalMedia::pbx(lo, 30000, vec![Codec::opus(111)]));
+        let spec = RelaySpec::from_sdps(
+            offer.as_bytes(),
+            answer.as_bytes(),
+            pbx_offer.sdp.to_sdp().as_bytes(),
+            pbx_sdp(20000, "sendrecv").as_bytes(),
+        )
+        .unwrap();
+        let ids = StreamIds {
+            ssrc: 5,
+            seq: 1,
+            ts: 0,
+        };
+        let mut relay = RelayCall::new(
+            now,
+            SystemTime::UNIX_EPOCH,
+            spec,
+            ids,
+            true,
+            Arc::new(MediaCounters::default()),
+        )
+        .with_webrtc(now, Box::new(leg));
+        // Meta never answers a single packet: nothing but ICE checks leave, then the leg fails.
+        let mut out = [0u8; MAX_DATAGRAM];
+        let mut t = now;
+        let mut failed_at = None;
+        while t < now + Duration::from_secs(10) && failed_at.is_none() {
+            while let Some(tx) = relay.handle_timeout(t, &mut out) {
+                assert_eq!(tx.side, Side::WhatsApp);
+                assert!(
+                    !rtcp::is_rtcp(&out[..tx.len]) && (out[0] >> 6) != 2,
+                    "no media before DTLS"
+                );
+            }
+            while let Some(ev) = relay.poll_event() {
+                if let RelayEvent::WebrtcFailed { reason } = ev {
+                    assert!(reason.contains("DTLS"), "{reason}");
+                    failed_at = Some(t);
+                }
+            }
+            t = relay
+                .poll_timeout()
+                .unwrap_or(t + Duration::from_millis(50))
+                .max(t + Duration::from_millis(1));
+        }
+        let at = failed_at.expect("the leg failed");
+        assert!(
+            at >= now + Duration::from_secs(3) && at < now + Duration::from_secs(4),
+            "{:?}",
+            at - now
+        );
+        assert_eq!(relay.counters().snapshot().pbx_to_wa_packets, 0);
+    }
+
+    #[test]
     fn dtls_leg_relays_like_sdes_and_speaks_first() {
         let mut n = Net::new();
         let start = n.now;
