@@ -262,9 +262,28 @@ fn sipp_pbx_places_50_calls_with_rtp_hung_up_by_each_side() {
 
 #[test]
 fn user_initiated_call_to_a_sipp_uas_with_rtp_echo() {
+    user_initiated_to_sipp_echo(false);
+}
+
+/// The same with DTLS-SRTP + ICE toward WhatsApp (Meta's default key exchange).
+#[test]
+fn user_initiated_dtls_call_to_a_sipp_uas_with_rtp_echo() {
+    user_initiated_to_sipp_echo(true);
+}
+
+fn user_initiated_to_sipp_echo(dtls: bool) {
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::fresh();
-    let profiles = write_profiles(dir.path(), &ports, |_, t| t);
+    let profiles = write_profiles(dir.path(), &ports, move |name, t| {
+        if dtls && name == "whatsapp.toml" {
+            t.replace(
+                "srtp_key_exchange = \"sdes\"",
+                "srtp_key_exchange = \"dtls\"",
+            )
+        } else {
+            t
+        }
+    });
     let mut gw = start(dir.path(), &profiles);
     wait_up(&mut gw, ports.http);
     let work = dir.path().join("sipp");
@@ -351,6 +370,12 @@ fn user_initiated_call_to_a_sipp_uas_with_rtp_echo() {
     assert!(m["rx_packets"].as_u64().unwrap() >= 50, "{m:#}");
     assert!(m["non_silent_rx_packets"].as_u64().unwrap() >= 25, "{m:#}");
     assert_eq!(m["decrypt_failures"], 0, "{m:#}");
+    if dtls {
+        assert_eq!(m["key_exchange"], "dtls", "{m:#}");
+        assert_eq!(m["ice_role_seen"], "controlling", "{m:#}");
+        assert_eq!(m["regular_nomination_seen"], true, "{m:#}");
+        assert_eq!(m["client_hello_from"], "gateway", "{m:#}");
+    }
 
     // The user's BYE carries the call duration; the record's duration matches it.
     let bye = sip
