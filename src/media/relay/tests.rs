@@ -438,6 +438,46 @@ mod dtls {
     const GW: &str = "127.0.0.1:40000";
     const META_ADDR: &str = "127.0.0.2:3480";
 
+    /// A relay whose WhatsApp leg is a gateway-mode DTLS leg that offered to a Meta-like
+    /// peer and accepted its answer; returns the relay and the peer.
+    fn dtls_relay(now: Instant, connect_timeout: Duration) -> (RelayCall, WebrtcLeg) {
+        let gw: SocketAddr = GW.parse().unwrap();
+        let mut cfg = WebrtcConfig::new(gw);
+        cfg.connect_timeout = connect_timeout;
+        let (mut leg, offer) = WebrtcLeg::create_offer(now, &cfg).unwrap();
+        let (meta, answer) = WebrtcLeg::meta_answer(
+            now,
+            &MetaLikeConfig::new(META_ADDR.parse().unwrap()),
+            &offer,
+        )
+        .unwrap();
+        leg.accept_answer(now, &answer).unwrap();
+        let lo = IpAddr::from([127, 0, 0, 1]);
+        let pbx_offer = sdp::build_offer(&LocalMedia::pbx(lo, 30000, vec![Codec::opus(111)]));
+        let spec = RelaySpec::from_sdps(
+            offer.as_bytes(),
+            answer.as_bytes(),
+            pbx_offer.sdp.to_sdp().as_bytes(),
+            pbx_sdp(20000, "sendrecv").as_bytes(),
+        )
+        .unwrap();
+        let ids = StreamIds {
+            ssrc: 5,
+            seq: 65500,
+            ts: 0,
+        };
+        let relay = RelayCall::new(
+            now,
+            SystemTime::UNIX_EPOCH,
+            spec,
+            ids,
+            true,
+            Arc::new(MediaCounters::default()),
+        )
+        .with_webrtc(now, Box::new(leg));
+        (relay, meta)
+    }
+
     struct Net {
         relay: RelayCall,
         meta: WebrtcLeg,
@@ -451,38 +491,7 @@ mod dtls {
     impl Net {
         fn new() -> Net {
             let now = Instant::now();
-            let gw: SocketAddr = GW.parse().unwrap();
-            let (mut leg, offer) = WebrtcLeg::create_offer(now, &WebrtcConfig::new(gw)).unwrap();
-            let (meta, answer) = WebrtcLeg::meta_answer(
-                now,
-                &MetaLikeConfig::new(META_ADDR.parse().unwrap()),
-                &offer,
-            )
-            .unwrap();
-            leg.accept_answer(now, &answer).unwrap();
-            let lo = IpAddr::from([127, 0, 0, 1]);
-            let pbx_offer = sdp::build_offer(&LocalMedia::pbx(lo, 30000, vec![Codec::opus(111)]));
-            let spec = RelaySpec::from_sdps(
-                offer.as_bytes(),
-                answer.as_bytes(),
-                pbx_offer.sdp.to_sdp().as_bytes(),
-                pbx_sdp(20000, "sendrecv").as_bytes(),
-            )
-            .unwrap();
-            let ids = StreamIds {
-                ssrc: 5,
-                seq: 65500,
-                ts: 0,
-            };
-            let relay = RelayCall::new(
-                now,
-                SystemTime::UNIX_EPOCH,
-                spec,
-                ids,
-                true,
-                Arc::new(MediaCounters::default()),
-            )
-            .with_webrtc(now, Box::new(leg));
+            let (relay, meta) = dtls_relay(now, Duration::from_secs(5));
             Net {
                 relay,
                 meta,
@@ -565,40 +574,7 @@ mod dtls {
     #[test]
     fn a_dtls_leg_that_never_connects_fails_the_call_after_the_timeout() {
         let now = Instant::now();
-        let gw: SocketAddr = GW.parse().unwrap();
-        let mut cfg = WebrtcConfig::new(gw);
-        cfg.connect_timeout = Duration::from_secs(3);
-        let (mut leg, offer) = WebrtcLeg::create_offer(now, &cfg).unwrap();
-        let (_meta, answer) = WebrtcLeg::meta_answer(
-            now,
-            &MetaLikeConfig::new(META_ADDR.parse().unwrap()),
-            &offer,
-        )
-        .unwrap();
-        leg.accept_answer(now, &answer).unwrap();
-        let lo = IpAddr::from([127, 0, 0, 1]);
-        let pbx_offer = sdp::build_offer(&LocalMedia::pbx(lo, 30000, vec![Codec::opus(111)]));
-        let spec = RelaySpec::from_sdps(
-            offer.as_bytes(),
-            answer.as_bytes(),
-            pbx_offer.sdp.to_sdp().as_bytes(),
-            pbx_sdp(20000, "sendrecv").as_bytes(),
-        )
-        .unwrap();
-        let ids = StreamIds {
-            ssrc: 5,
-            seq: 1,
-            ts: 0,
-        };
-        let mut relay = RelayCall::new(
-            now,
-            SystemTime::UNIX_EPOCH,
-            spec,
-            ids,
-            true,
-            Arc::new(MediaCounters::default()),
-        )
-        .with_webrtc(now, Box::new(leg));
+        let (mut relay, _meta) = dtls_relay(now, Duration::from_secs(3));
         // Meta never answers a single packet: nothing but ICE checks leave, then the leg fails.
         let mut out = [0u8; MAX_DATAGRAM];
         let mut t = now;
