@@ -3,98 +3,17 @@
 //! 200 (raw UDP), and SIGTERM → clean exit. Every wait is bounded; the child is killed on
 //! every path.
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Kills the gateway when the test ends, however it ends.
-struct Gateway {
-    child: Child,
-}
+mod gateway_support;
+use gateway_support::{Gateway, Ports, free_port, start, write_profiles};
 
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port free for both UDP and TCP on 127.0.0.1.
-fn free_port() -> u16 {
-    for _ in 0..50 {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free for both UDP and TCP");
-}
-
-struct Ports {
-    http: u16,
-    trunk: u16,
-    wa: u16,
-    sandbox_http: u16,
-    pbx_peer: u16,
-}
-
-impl Ports {
-    /// A free loopback port for each listener.
-    fn fresh() -> Ports {
-        Ports {
-            http: free_port(),
-            trunk: free_port(),
-            wa: free_port(),
-            sandbox_http: free_port(),
-            pbx_peer: free_port(),
-        }
-    }
-}
-
-fn write_profiles(dir: &Path, p: &Ports) -> PathBuf {
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("sip-profiles");
-    let out = dir.join("sip-profiles");
-    std::fs::create_dir_all(&out).unwrap();
-    let read = |f: &str| std::fs::read_to_string(shipped.join(f)).unwrap();
-    let gw = read("gateway.toml").replace("127.0.0.1:8080", &format!("127.0.0.1:{}", p.http));
-    let pbx = read("pbx.toml")
-        .replace("127.0.0.1:5080", &format!("127.0.0.1:{}", p.trunk))
-        .replace("127.0.0.1:5060", &format!("127.0.0.1:{}", p.pbx_peer));
-    let wa = read("whatsapp.toml")
-        .replace("127.0.0.1:5061", &format!("127.0.0.1:{}", p.wa))
-        .replace("public_port = 5061", &format!("public_port = {}", p.wa))
-        .replace("127.0.0.1:8081", &format!("127.0.0.1:{}", p.sandbox_http))
-        // The in-process sandbox's SIP edge listens where `meta.connect` points.
-        .replace("127.0.0.1:5062", &format!("127.0.0.1:{}", free_port()));
-    for (name, text, needle) in [
-        ("gateway.toml", &gw, p.http),
-        ("pbx.toml", &pbx, p.trunk),
-        ("whatsapp.toml", &wa, p.wa),
-    ] {
-        assert!(
-            text.contains(&needle.to_string()),
-            "{name}: port not replaced"
-        );
-        std::fs::write(out.join(name), text).unwrap();
-    }
-    out
-}
-
-fn start(dir: &Path, profiles: &Path) -> Gateway {
-    let child = Command::new(env!("CARGO_BIN_EXE_whatsip"))
-        .arg("run")
-        .arg("--profiles")
-        .arg(profiles)
-        .current_dir(dir)
-        .env("RUST_LOG", "whatsip=info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("whatsip binary runs");
-    Gateway { child }
+/// `write_profiles` with the shipped profiles unchanged but for the ports.
+fn shipped_profiles(dir: &Path, p: &Ports) -> PathBuf {
+    write_profiles(dir, p, |_, t| t)
 }
 
 /// One HTTP/1.1 GET with `Connection: close`; `None` while the server is not up.
@@ -124,10 +43,7 @@ fn wait_http(gw: &mut Gateway, port: u16, path: &str) -> (u16, String) {
             return r;
         }
         if let Ok(Some(status)) = gw.child.try_wait() {
-            let mut err = String::new();
-            if let Some(e) = gw.child.stderr.as_mut() {
-                let _ = e.read_to_string(&mut err);
-            }
+            let err = std::fs::read_to_string(&gw.log).unwrap_or_default();
             panic!("whatsip run exited early ({status}): {err}");
         }
         assert!(Instant::now() < deadline, "HTTP API not up within 20 s");
@@ -173,7 +89,7 @@ fn sigterm(gw: &mut Gateway) -> std::process::ExitStatus {
 fn run_serves_api_and_answers_trunk_options_then_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::fresh();
-    let profiles = write_profiles(dir.path(), &ports);
+    let profiles = shipped_profiles(dir.path(), &ports);
     let mut gw = start(dir.path(), &profiles);
 
     let (status, body) = wait_http(&mut gw, ports.http, "/healthz");
@@ -249,7 +165,7 @@ fn run_serves_api_and_answers_trunk_options_then_stops_on_sigterm() {
 fn run_refuses_a_broken_profile() {
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::fresh();
-    let profiles = write_profiles(dir.path(), &ports);
+    let profiles = shipped_profiles(dir.path(), &ports);
     let pbx = profiles.join("pbx.toml");
     let text = std::fs::read_to_string(&pbx).unwrap();
     std::fs::write(&pbx, text.replace("kind = \"trunk\"", "kind = \"trunkk\"")).unwrap();
@@ -279,7 +195,7 @@ fn run_refuses_a_broken_profile() {
 fn business_initiated_call_without_permission_gets_403_and_a_record() {
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::fresh();
-    let profiles = write_profiles(dir.path(), &ports);
+    let profiles = shipped_profiles(dir.path(), &ports);
     let mut gw = start(dir.path(), &profiles);
     wait_http(&mut gw, ports.http, "/healthz");
 
@@ -444,8 +360,9 @@ fn user_initiated_call_over_tls_negotiates_sdp_on_both_legs() {
         wa: free_port(),
         sandbox_http: free_port(),
         pbx_peer: pbx.local_addr().unwrap().port(),
+        edge: free_port(),
     };
-    let profiles = write_profiles(dir.path(), &ports);
+    let profiles = shipped_profiles(dir.path(), &ports);
     let mut gw = start(dir.path(), &profiles);
     wait_http(&mut gw, ports.http, "/healthz");
 
@@ -668,7 +585,7 @@ fn user_initiated_call_over_tls_negotiates_sdp_on_both_legs() {
 fn business_initiated_call_reaches_the_sandbox_user_who_answers() {
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::fresh();
-    let profiles = write_profiles(dir.path(), &ports);
+    let profiles = shipped_profiles(dir.path(), &ports);
     let mut gw = start(dir.path(), &profiles);
     wait_http(&mut gw, ports.http, "/healthz");
 

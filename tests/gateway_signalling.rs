@@ -4,12 +4,15 @@
 //! permission refused by the gateway itself, and SIGTERM hanging up a connected call on both
 //! legs with its record completed. Every wait is bounded; children are killed on every path.
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::net::{TcpStream, UdpSocket};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod gateway_support;
+use gateway_support::{Ports, free_port, write_profiles};
 
 /// Kills the child when the test ends, however it ends.
 struct Proc(Child);
@@ -19,62 +22,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    for _ in 0..50 {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free for both UDP and TCP");
-}
-
-struct Ports {
-    http: u16,
-    trunk: u16,
-    wa: u16,
-    sandbox_http: u16,
-    pbx_peer: u16,
-}
-
-impl Ports {
-    fn fresh() -> Ports {
-        Ports {
-            http: free_port(),
-            trunk: free_port(),
-            wa: free_port(),
-            sandbox_http: free_port(),
-            pbx_peer: free_port(),
-        }
-    }
-}
-
-/// The shipped profiles on free ports; `edit(file name, text)` may change each file.
-fn write_profiles(dir: &Path, p: &Ports, edit: impl Fn(&str, String) -> String) -> PathBuf {
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("sip-profiles");
-    let out = dir.join("sip-profiles");
-    std::fs::create_dir_all(&out).unwrap();
-    let read = |f: &str| std::fs::read_to_string(shipped.join(f)).unwrap();
-    let gw = read("gateway.toml").replace("127.0.0.1:8080", &format!("127.0.0.1:{}", p.http));
-    let pbx = read("pbx.toml")
-        .replace("127.0.0.1:5080", &format!("127.0.0.1:{}", p.trunk))
-        .replace("127.0.0.1:5060", &format!("127.0.0.1:{}", p.pbx_peer));
-    let wa = read("whatsapp.toml")
-        .replace("127.0.0.1:5061", &format!("127.0.0.1:{}", p.wa))
-        .replace("public_port = 5061", &format!("public_port = {}", p.wa))
-        .replace("127.0.0.1:8081", &format!("127.0.0.1:{}", p.sandbox_http))
-        .replace("127.0.0.1:5062", &format!("127.0.0.1:{}", free_port()));
-    for (name, text) in [
-        ("gateway.toml", gw),
-        ("pbx.toml", pbx),
-        ("whatsapp.toml", wa),
-    ] {
-        std::fs::write(out.join(name), edit(name, text)).unwrap();
-    }
-    out
 }
 
 struct Gateway {
