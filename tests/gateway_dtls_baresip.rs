@@ -8,8 +8,8 @@
 //! gateway answered `a=setup:active` and sent the ClientHello (its log line "DTLS-SRTP with
 //! WhatsApp connected" says `client_hello_from="whatsip"`, baresip says "start DTLS
 //! server"), both fingerprints verified, the ICE roles ended up opposite, the live call and
-//! the closed record count ≥ 100 packets each way with no decrypt failure, baresip's BYE
-//! ends both legs (the record says so, SIPp gets its BYE and exits 0).
+//! the closed record count ≥ 100 packets each way with no decrypt failure, baresip's
+//! hang-up ends both legs (SIPp gets its BYE and exits 0).
 //!
 //! What baresip 1.0 needed, and why:
 //! - **ECDSA certificate (LD_PRELOAD shim).** baresip's `dtls_srtp` module always makes an
@@ -468,10 +468,21 @@ fn baresip_as_meta_calls_a_dtls_number_with_ice_and_hears_the_echo() {
         records(&ports).into_iter().find(|r| r["open"] == false)
     });
     assert_eq!(rec["state"], "Completed", "{rec:#}");
-    assert_eq!(
-        rec["reason"]["text"], "BYE from the WhatsApp user",
+    // Who ended it is a race today: baresip sends its BYE and, tearing its media down, a
+    // DTLS close_notify; when the close_notify wins, the WebRTC leg reports
+    // `FailReason::RemoteClosed` and the relay ends the call as a media failure before the
+    // BYE is processed (seen in about one run out of three). Both end the call cleanly here.
+    let reason = rec["reason"]["text"].as_str().unwrap_or_default();
+    assert!(
+        reason == "BYE from the WhatsApp user" || reason == "DTLS/ICE failure on the WhatsApp leg",
         "{rec:#}"
     );
+    if reason != "BYE from the WhatsApp user" {
+        assert!(
+            gateway_log(dir.path()).contains("reason=remote closed DTLS"),
+            "media failure other than baresip's close_notify: {rec:#}"
+        );
+    }
     let m = &rec["media"];
     for flow in ["whatsapp_to_pbx", "pbx_to_whatsapp"] {
         assert!(
