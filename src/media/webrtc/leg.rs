@@ -609,7 +609,8 @@ impl WebrtcLeg {
         let lite = kind == LegKind::MetaLike;
         let (opus, tel) = sdp::audio_payload_types(remote_offer);
         let opus = opus.ok_or(WebrtcError::NoCommonCodec)?;
-        let mid = sdp::first_audio_mid(remote_offer).ok_or(WebrtcError::NoAudio)?;
+        let (remote_offer, mid) = sdp::with_audio_mid(remote_offer).ok_or(WebrtcError::NoAudio)?;
+        let remote_offer = remote_offer.as_str();
         let remote_setup = sdp::setup_of(remote_offer);
         // str0m answers the inverse of the offer's setup (actpass → passive). Present the
         // offer so that its inverse is the role we want; keep `active`/`passive` offers as

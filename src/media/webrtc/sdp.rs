@@ -135,6 +135,43 @@ pub fn first_audio_mid(sdp: &str) -> Option<String> {
     None
 }
 
+/// The `a=mid` of the first `m=audio` section. When it has none, adds `a=mid:0` as the
+/// section's last line (after its `c=`/`b=` lines: str0m's parser wants RFC 8866's line
+/// order) and, if the session has no `a=group`, `a=group:BUNDLE 0` as the last session
+/// line. str0m needs both, but pre-WebRTC DTLS-SRTP offers (RFC 5763; baresip 1.0's, say)
+/// carry neither. `None` without an `m=audio` section.
+pub fn with_audio_mid(sdp: &str) -> Option<(String, String)> {
+    if let Some(mid) = first_audio_mid(sdp) {
+        return Some((sdp.to_string(), mid));
+    }
+    let has_group = lines(sdp)
+        .take_while(|l| !l.starts_with("m="))
+        .any(|l| l.starts_with("a=group:"));
+    let mut out: Vec<String> = Vec::new();
+    let mut in_audio = false;
+    let mut first_m = true;
+    let mut done = false;
+    for l in lines(sdp) {
+        if l.starts_with("m=") {
+            if first_m && !has_group {
+                out.push("a=group:BUNDLE 0".to_string());
+            }
+            first_m = false;
+            if in_audio && !done {
+                out.push("a=mid:0".to_string());
+                done = true;
+            }
+            in_audio = !done && l.starts_with("m=audio ");
+        }
+        out.push(l.to_string());
+    }
+    if in_audio && !done {
+        out.push("a=mid:0".to_string());
+        done = true;
+    }
+    done.then(|| (join(out.into_iter()), "0".to_string()))
+}
+
 /// Payload types of the first audio section: (Opus 48000/2, telephone-event/8000), as the
 /// remote numbered them. Only PTs listed on the `m=audio` line count.
 pub fn audio_payload_types(sdp: &str) -> (Option<u8>, Option<u8>) {
@@ -218,6 +255,36 @@ mod tests {
         let (v6, dropped) = keep_candidates_of_family(OFFER, false);
         assert_eq!(dropped, 2);
         assert!(v6.contains("2a03:"));
+    }
+
+    #[test]
+    fn a_missing_audio_mid_is_added() {
+        // baresip 1.0's DTLS offer: no BUNDLE, no a=mid
+        let plain = "v=0\r\ns=-\r\nt=0 0\r\nm=audio 4000 UDP/TLS/RTP/SAVPF 96\r\n\
+            a=rtpmap:96 opus/48000/2\r\nm=video 0 RTP/AVP 31\r\n";
+        let (sdp, mid) = with_audio_mid(plain).expect("audio");
+        assert_eq!(mid, "0");
+        assert!(
+            sdp.contains("a=rtpmap:96 opus/48000/2\r\na=mid:0\r\nm=video"),
+            "{sdp}"
+        );
+        assert_eq!(sdp.matches("a=mid:").count(), 1, "{sdp}");
+        assert!(
+            sdp.contains("t=0 0\r\na=group:BUNDLE 0\r\nm=audio"),
+            "{sdp}"
+        );
+        assert_eq!(first_audio_mid(&sdp).as_deref(), Some("0"));
+        // an existing mid is kept, the SDP untouched
+        assert_eq!(
+            with_audio_mid(OFFER),
+            Some((OFFER.to_string(), "audio".to_string()))
+        );
+        assert_eq!(with_audio_mid("v=0\r\nm=video 9 X 0\r\n"), None);
+        let last = with_audio_mid("v=0\r\nm=audio 9 X 0\r\nc=IN IP4 1.2.3.4\r\n").unwrap();
+        assert_eq!(
+            last.0,
+            "v=0\r\na=group:BUNDLE 0\r\nm=audio 9 X 0\r\nc=IN IP4 1.2.3.4\r\na=mid:0\r\n"
+        );
     }
 
     #[test]

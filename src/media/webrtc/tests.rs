@@ -871,3 +871,31 @@ fn seed_business_offer_is_answered() {
     assert!(!answer.contains("PCMU"));
     assert_eq!(g.report().remote_candidates_ignored, 0);
 }
+
+/// baresip 1.0's offer (`mediaenc=dtls_srtp`, `medianat=ice`), as captured by
+/// `tests/gateway_dtls_baresip.rs`: RFC 5763 style — no `a=mid`, no BUNDLE, no `a=rtcp-mux`
+/// (RTCP on port+1 with its own candidates), session-level setup/fingerprint/ICE
+/// credentials, full ICE.
+const BARESIP_OFFER: &str = "v=0\r\no=- 3457839760 868128833 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\na=tool:baresip 1.0.0\r\na=ice-ufrag:SRaVPkS\r\na=ice-pwd:LtMxHVmNuVGRH89ykvDqxY4q4d2E8YF\r\na=setup:actpass\r\na=fingerprint:SHA-256 6C:EB:26:C6:EB:35:00:2E:8C:F7:E1:D9:4A:C0:4A:B4:2F:E8:6F:24:64:38:E8:FC:57:17:E9:89:B2:91:1C:6C\r\nm=audio 28612 UDP/TLS/RTP/SAVPF 96 101\r\nc=IN IP4 192.0.2.2\r\na=rtpmap:96 opus/48000/2\r\na=fmtp:96 stereo=1;sprop-stereo=1\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=rtcp:28613 IN IP4 192.0.2.2\r\na=sendrecv\r\na=label:1\r\na=rtcp-rsize\r\na=ssrc:4189603487 cname:sip:+15551234567@127.0.0.1\r\na=minptime:20\r\na=ptime:20\r\na=candidate:c0000202 1 UDP 2113929471 192.0.2.2 28612 typ host\r\na=candidate:c0000202 2 UDP 2113929470 192.0.2.2 28613 typ host\r\na=candidate:020000fd 1 UDP 2113929471 fd00::2 28612 typ host\r\na=candidate:020000fd 2 UDP 2113929470 fd00::2 28613 typ host\r\n";
+
+#[test]
+fn baresip_offer_without_mid_is_answered_active() {
+    // str0m wants a mid on every m-line; the leg adds one when the offer has none
+    // (before the fix: "remote SDP has no m=audio section with a=mid", 488).
+    let now = Instant::now();
+    let (g, answer) = WebrtcLeg::answer_offer(now, &gw_cfg(), BARESIP_OFFER)
+        .unwrap_or_else(|e| panic!("baresip's offer: {e}"));
+    assert!(answer.contains("a=setup:active"), "{answer}");
+    assert!(answer.contains("a=rtpmap:96 opus/48000/2"), "{answer}");
+    assert!(
+        answer.contains("a=rtpmap:101 telephone-event/8000"),
+        "{answer}"
+    );
+    assert_eq!(answer_line_count(&answer, "a=candidate:"), 1, "{answer}");
+    let r = g.report();
+    assert_eq!(r.remote_setup, Some(Setup::ActPass));
+    assert_eq!(r.local_setup, Some(Setup::Active));
+    assert_eq!((r.opus_pt, r.telephone_event_pt), (Some(96), Some(101)));
+    assert_eq!(r.remote_candidates_ignored, 2, "the IPv6 candidates");
+    assert_eq!(g.state(), LegState::Connecting);
+}
