@@ -355,6 +355,13 @@ impl RelayCall {
                     bump(&self.counters.wa_to_pbx_bytes, len as u64);
                     self.queued.push_back((Side::Pbx, self.pbx_rtp, v));
                 }
+                webrtc::Output::Failed(webrtc::FailReason::RemoteClosed) => {
+                    // WhatsApp closes DTLS when it hangs up; its BYE ends the call. Should
+                    // no BYE come, the media timeout does.
+                    tracing::info!("WhatsApp closed DTLS");
+                    self.webrtc_wake = None;
+                    break;
+                }
                 webrtc::Output::Failed(why) => {
                     tracing::warn!(reason = %why, "DTLS+ICE leg toward WhatsApp failed");
                     self.events.push_back(RelayEvent::WebrtcFailed {
