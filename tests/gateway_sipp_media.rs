@@ -68,20 +68,106 @@ fn ulaw(sample: i16) -> u8 {
     !(sign | (exponent << 4) as u8 | mantissa as u8)
 }
 
-fn uac(dir: &Path, scenario: &str, port: u16, rtp_base: u16, user: &str, trunk: u16) -> Proc {
+/// 2 s of the shipped 440 Hz Opus tone as RTP (PT 111, 20 ms apart) in a pcap file, for
+/// SIPp's `play_pcap_audio` (SIPp 3.6.1's `rtp_stream` only knows G.711/G.729 framing).
+fn write_opus_pcap(path: &Path) {
+    let frames = tone_frames();
+    let mut out = Vec::new();
+    // Global header: magic, version 2.4 (two u16s), zone, sigfigs, snaplen, Ethernet.
+    for v in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 65535, 1] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    for i in 0..100u32 {
+        let payload = &frames[i as usize % frames.len()];
+        let rtp = rtp(111, i as u16 + 1, i * 960, 0x5151_0001, payload);
+        let udp_len = 8 + rtp.len();
+        let ip_len = 20 + udp_len;
+        let mut frame = vec![0u8; 12];
+        frame.extend_from_slice(&[0x08, 0x00]);
+        let mut ip = vec![
+            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1,
+        ];
+        ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+        let sum: u32 = ip
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+            .sum();
+        let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        frame.extend_from_slice(&ip);
+        frame.extend_from_slice(&6000u16.to_be_bytes());
+        frame.extend_from_slice(&6002u16.to_be_bytes());
+        frame.extend_from_slice(&(udp_len as u16).to_be_bytes());
+        frame.extend_from_slice(&[0, 0]);
+        frame.extend_from_slice(&rtp);
+        let (sec, usec) = ((i * 20) / 1000, ((i * 20) % 1000) * 1000);
+        for v in [sec, usec, frame.len() as u32, frame.len() as u32] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&frame);
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// `base` (a G.711 `rtp_stream` scenario) turned into its Opus twin: the offer names Opus and
+/// the tone is played from `tone-opus.pcap`. Returns the absolute path of the new scenario.
+fn opus_scenario(dir: &Path, base: &str) -> String {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/sipp")
+            .join(base),
+    )
+    .unwrap();
+    let out = text
+        .replace(
+            "m=audio [rtpstream_audio_port] RTP/AVP 0 101",
+            "m=audio [media_port] RTP/AVP 111 101",
+        )
+        .replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:111 opus/48000/2")
+        .replace(
+            r#"<exec rtp_stream="tone.ulaw,-1,0" />"#,
+            r#"<exec play_pcap_audio="tone-opus.pcap" />"#,
+        );
+    assert!(
+        out.contains("play_pcap_audio") && out.contains("opus/48000/2"),
+        "{base}"
+    );
+    let path = dir.join(base.replace(".xml", "-opus.xml"));
+    std::fs::write(&path, out).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+/// `limit`: calls at once per SIPp instance.
+#[allow(clippy::too_many_arguments)]
+fn uac(
+    dir: &Path,
+    scenario: &str,
+    port: u16,
+    rtp_base: u16,
+    user: &str,
+    trunk: u16,
+    limit: u16,
+    calls: usize,
+) -> Proc {
     std::fs::create_dir_all(dir).unwrap();
     write_ulaw_tone(&dir.join("tone.ulaw"));
+    write_opus_pcap(&dir.join("tone-opus.pcap"));
     let target = format!("127.0.0.1:{trunk}");
-    let (p, mp) = (port.to_string(), rtp_base.to_string());
+    let (p, mp, l, m) = (
+        port.to_string(),
+        rtp_base.to_string(),
+        limit.to_string(),
+        calls.to_string(),
+    );
     let args = [
         "-p",
         &p,
         "-s",
         user,
         "-m",
-        "25",
+        &m,
         "-l",
-        "5",
+        &l,
         "-r",
         "10",
         "-aa",
@@ -115,9 +201,29 @@ fn rtp_block() -> u16 {
 
 #[test]
 fn sipp_pbx_places_50_calls_with_rtp_hung_up_by_each_side() {
+    sipp_50_calls(false);
+}
+
+/// The same with DTLS-SRTP + ICE toward WhatsApp (20 calls, 2 at a time per SIPp): SIPp streams
+/// Opus (DTLS numbers carry Opus only; no transcoding).
+#[test]
+fn sipp_pbx_places_20_calls_with_opus_rtp_and_dtls_toward_whatsapp() {
+    sipp_50_calls(true);
+}
+
+fn sipp_50_calls(dtls: bool) {
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::fresh();
-    let profiles = write_profiles(dir.path(), &ports, |_, t| t);
+    let profiles = write_profiles(dir.path(), &ports, move |name, t| {
+        if dtls && name == "whatsapp.toml" {
+            t.replace(
+                "srtp_key_exchange = \"sdes\"",
+                "srtp_key_exchange = \"dtls\"",
+            )
+        } else {
+            t
+        }
+    });
     let mut gw = start(dir.path(), &profiles);
     wait_up(&mut gw, ports.http);
     for u in [USER_A, USER_B] {
@@ -137,27 +243,47 @@ fn sipp_pbx_places_50_calls_with_rtp_hung_up_by_each_side() {
         };
     }
     let work = dir.path().join("sipp");
+    std::fs::create_dir_all(&work).unwrap();
+    let scenario = |base: &str| {
+        if dtls {
+            opus_scenario(&work, base)
+        } else {
+            base.to_owned()
+        }
+    };
+    // DTLS calls decode Opus in the (debug-built, in-process) sandbox: fewer at once keeps a
+    // 2-core CI machine from starving the handshakes.
+    // (10 calls each instead of 25 for the same reason.)
+    let (limit, calls_each) = if dtls { (2, 10) } else { (5, CALLS_EACH) };
+    let (scenario_a, scenario_b) = (
+        scenario("pbx_rtp_uac.xml"),
+        scenario("pbx_rtp_uac_wait_bye.xml"),
+    );
     let mut b = uac(
         &work.join("b"),
-        "pbx_rtp_uac_wait_bye.xml",
+        &scenario_b,
         ports.pbx_peer,
         rtp_b,
         USER_B,
         ports.trunk,
+        limit,
+        calls_each,
     );
     let mut a = uac(
         &work.join("a"),
-        "pbx_rtp_uac.xml",
+        &scenario_a,
         free_port(),
         rtp_a,
         USER_A,
         ports.trunk,
+        limit,
+        calls_each,
     );
 
     // The WhatsApp user B hangs up each of its calls once the PBX's audio is decoded.
     let deadline = Instant::now() + Duration::from_secs(55);
     let mut hung_up = std::collections::HashSet::new();
-    while hung_up.len() < CALLS_EACH {
+    while hung_up.len() < calls_each {
         for c in sandbox_calls(&ports) {
             let id = c["id"].as_str().unwrap_or_default().to_owned();
             if c["to"] == USER_B
@@ -165,20 +291,21 @@ fn sipp_pbx_places_50_calls_with_rtp_hung_up_by_each_side() {
                 && c["media"]["non_silent_rx_packets"].as_u64().unwrap_or(0) >= 25
                 && !hung_up.contains(&id)
             {
-                let (st, body) = http(
-                    ports.sandbox_http,
-                    "POST",
-                    &format!("/sandbox/calls/{id}/hangup"),
-                    None,
-                )
-                .unwrap();
+                let (st, body) = eventually(10, "the sandbox's hangup answer", || {
+                    http(
+                        ports.sandbox_http,
+                        "POST",
+                        &format!("/sandbox/calls/{id}/hangup"),
+                        None,
+                    )
+                });
                 assert_eq!(st, 200, "{body}");
                 hung_up.insert(id);
             }
         }
         if Instant::now() > deadline {
             panic!(
-                "the user hung up {} calls of {CALLS_EACH} in 55 s; SIPp B errors:\n{}\ncalls: {:#?}",
+                "the user hung up {} calls of {calls_each} in 55 s; SIPp B errors:\n{}\ncalls: {:#?}",
                 hung_up.len(),
                 sipp_errors(&work.join("b")),
                 sandbox_calls(&ports)
@@ -205,7 +332,7 @@ fn sipp_pbx_places_50_calls_with_rtp_hung_up_by_each_side() {
     // Meta's side: 50 calls, all connected and ended, the PBX's tone decoded on each.
     let calls = eventually(15, "50 ended sandbox calls", || {
         let calls = sandbox_calls(&ports);
-        (calls.len() == 2 * CALLS_EACH && calls.iter().all(|c| c["state"] == "completed"))
+        (calls.len() == 2 * calls_each && calls.iter().all(|c| c["state"] == "completed"))
             .then_some(calls)
     });
     for c in &calls {
@@ -215,7 +342,13 @@ fn sipp_pbx_places_50_calls_with_rtp_hung_up_by_each_side() {
         assert!(m["non_silent_rx_packets"].as_u64().unwrap() > 0, "{c:#}");
         assert!(m["tx_packets"].as_u64().unwrap() > 0, "{c:#}");
         assert_eq!(m["decrypt_failures"], 0, "{c:#}");
-        assert_eq!(m["codec"], "PCMU/8000", "no transcoding: {c:#}");
+        if dtls {
+            assert_eq!(m["key_exchange"], "dtls", "{c:#}");
+            assert_eq!(m["ice_role_seen"], "controlling", "{c:#}");
+            assert_eq!(m["client_hello_from"], "gateway", "{c:#}");
+        } else {
+            assert_eq!(m["codec"], "PCMU/8000", "no transcoding: {c:#}");
+        }
         assert_eq!(c["violations"].as_array().map(Vec::len), Some(0), "{c:#}");
         // Who hung up: the PBX's BYE reached the edge for A, the user's BYE left it for B.
         let (dir, who) = if c["to"] == USER_A {
@@ -232,7 +365,7 @@ fn sipp_pbx_places_50_calls_with_rtp_hung_up_by_each_side() {
     }
     assert_eq!(
         calls.iter().filter(|c| c["to"] == USER_A).count(),
-        CALLS_EACH
+        calls_each
     );
 
     // The gateway's side: 50 complete records with media relayed both ways.
@@ -241,7 +374,7 @@ fn sipp_pbx_places_50_calls_with_rtp_hung_up_by_each_side() {
             .as_array()
             .cloned()
             .unwrap_or_default();
-        (r.len() == 2 * CALLS_EACH && r.iter().all(|r| r["open"] == false)).then_some(r)
+        (r.len() == 2 * calls_each && r.iter().all(|r| r["open"] == false)).then_some(r)
     });
     for r in &recs {
         assert_eq!(r["state"], "Completed", "{r:#}");

@@ -1162,11 +1162,14 @@ impl Call {
 
     /// BYE every confirmed dialog except the one on `except`, and end the call.
     fn teardown(&mut self, now: Instant, except: Option<Leg>, reason: EndReason) {
-        // The PBX learns why the gateway ended the call (RFC 3326): the SIP status when one
-        // caused it, else Q.850 41 (temporary failure: media timeout, dead leg).
-        let pbx_reason = match reason.sip_status {
-            Some(s) => translate::sip_reason(s, &reason.text),
-            None => translate::q850_reason(41, &reason.text),
+        // The PBX learns why the call ended (RFC 3326): the SIP status when one caused it,
+        // Q.850 16 (normal clearing) when WhatsApp hung up, else Q.850 41 (temporary failure:
+        // media timeout, dead leg, DTLS failure).
+        let pbx_reason = match (reason.sip_status, reason.by) {
+            (Some(s), _) => translate::sip_reason(s, &reason.text),
+            // The other side hung up: normal clearing.
+            (None, Some(_)) => translate::q850_reason(16, &reason.text),
+            (None, None) => translate::q850_reason(41, &reason.text),
         };
         for leg in [Leg::WhatsApp, Leg::Pbx] {
             if Some(leg) != except {
