@@ -8,7 +8,9 @@ use std::time::{Duration, Instant, SystemTime};
 use whatsip::media::relay::{
     MAX_DATAGRAM, MediaCounters, RelayCall, RelaySpec, Side, Socket, StreamIds,
 };
+use whatsip::media::sdes::CryptoAttribute;
 use whatsip::media::sdp::{self, AudioSession, Codec, LocalMedia};
+use whatsip::media::srtp::SrtpSession;
 
 const META_OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\nm=audio 3480 RTP/SAVP 111 126\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:126 telephone-event/8000\r\na=ptime:20\r\na=sendrecv\r\na=rtcp-mux\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n";
 const PBX_ANSWER: &str = "v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 111 101\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
@@ -45,13 +47,26 @@ fuzz_target!(|data: &[u8]| {
     let mut out = vec![0u8; MAX_DATAGRAM];
     let from: SocketAddr = "127.0.0.1:20000".parse().unwrap();
     // Each chunk: one selector byte (leg, socket, time step), then a datagram.
+    // "Meta" protects with the key of its offer, so WhatsApp-side input also reaches the RTP
+    // path behind SRTP authentication (selector bit 7).
+    let key = CryptoAttribute::parse(
+        "1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR",
+    )
+    .unwrap()
+    .master_key()
+    .unwrap()
+    .0;
+    let mut meta = SrtpSession::new(&key).unwrap();
     let mut now = t0;
     for chunk in data.split(|b| *b == 0xa5) {
         let Some((&sel, rest)) = chunk.split_first() else { continue };
         let side = if sel & 1 == 0 { Side::Pbx } else { Side::WhatsApp };
         let socket = if sel & 2 == 0 { Socket::Rtp } else { Socket::Rtcp };
-        now += Duration::from_millis(u64::from(sel >> 2) * 5);
+        now += Duration::from_millis(u64::from((sel >> 2) & 0x1f) * 5);
         let mut d = rest.to_vec();
+        if side == Side::WhatsApp && sel & 0x80 != 0 {
+            let _ = meta.protect_rtp_vec(&mut d);
+        }
         if let Some(tx) = relay.handle_datagram(now, side, socket, from, &mut d, &mut out) {
             assert!(tx.len <= out.len());
         }
