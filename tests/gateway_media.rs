@@ -120,6 +120,20 @@ fn business_initiated_call(dtls: bool) {
     } else {
         assert_eq!(call["media"]["key_exchange"], "sdes", "{call}");
     }
+    // DTMF toward WhatsApp: an INFO digit (application/dtmf-relay) becomes RFC 4733, and the
+    // PBX's own RFC 4733 packets (PT 101) are relayed with WhatsApp's PT.
+    let info = pbx.request_typed(
+        "INFO",
+        "application/dtmf-relay",
+        "Signal=5\r\nDuration=160\r\n",
+    );
+    assert!(info.starts_with("SIP/2.0 200"), "{info}");
+    pbx.send_rfc4733(9, 0x1111_0001, 150, 50 * 960);
+    let call = eventually(5, "the user decoded both digits", || {
+        let c = sandbox_call(&ports);
+        let d = c["media"]["dtmf"].as_str().unwrap_or_default().to_owned();
+        (d.contains('5') && d.contains('9')).then_some(c)
+    });
     let invites_before_hold = received_invites(&call);
     assert!(invites_before_hold >= 1, "{call}");
 

@@ -336,11 +336,21 @@ impl Pbx {
     }
 
     pub fn in_dialog(&self, method: &str, cseq: u32, body: &str) -> String {
+        self.in_dialog_typed(method, cseq, "application/sdp", body)
+    }
+
+    pub fn in_dialog_typed(
+        &self,
+        method: &str,
+        cseq: u32,
+        content_type: &str,
+        body: &str,
+    ) -> String {
         let me = self.sip_port();
         let ct = if body.is_empty() {
             String::new()
         } else {
-            "Content-Type: application/sdp\r\n".to_owned()
+            format!("Content-Type: {content_type}\r\n")
         };
         format!(
             "{method} {} SIP/2.0\r\n\
@@ -366,9 +376,14 @@ impl Pbx {
 
     /// Sends an in-dialog request and returns its final response.
     pub fn request(&mut self, method: &str, body: &str) -> String {
+        self.request_typed(method, "application/sdp", body)
+    }
+
+    /// As [`Pbx::request`] with a body of `content_type`.
+    pub fn request_typed(&mut self, method: &str, content_type: &str, body: &str) -> String {
         self.cseq += 1;
         let c = self.cseq;
-        self.send(&self.in_dialog(method, c, body));
+        self.send(&self.in_dialog_typed(method, c, content_type, body));
         loop {
             let r = self.recv();
             if r.starts_with("SIP/2.0 ")
@@ -396,6 +411,32 @@ impl Pbx {
                 &frames[i % frames.len()],
             );
             self.rtp.send_to(&p, to).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// One RFC 4733 digit (`event` 0–15) as the PBX's phone sends it: start with marker,
+    /// updates every 20 ms, three end packets, all at one timestamp (PT 101, 8 kHz).
+    pub fn send_rfc4733(&self, event: u8, ssrc: u32, seq: u16, ts: u32) {
+        let to = self.gw_rtp.expect("answered");
+        let mut seq = seq;
+        for (k, end) in [
+            (1u16, false),
+            (2, false),
+            (3, false),
+            (4, true),
+            (4, true),
+            (4, true),
+        ] {
+            let duration = k * 160;
+            let mut payload = vec![event, if end { 0x80 | 10 } else { 10 }];
+            payload.extend_from_slice(&duration.to_be_bytes());
+            let mut p = rtp(101, seq, ts, ssrc, &payload);
+            if k == 1 {
+                p[1] |= 0x80;
+            }
+            self.rtp.send_to(&p, to).unwrap();
+            seq = seq.wrapping_add(1);
             std::thread::sleep(Duration::from_millis(20));
         }
     }
