@@ -1,13 +1,15 @@
 //! Start-up glue of `whatsip run`: opens the call-record store, serves the HTTP API, starts the
 //! in-process sandbox when the WhatsApp profile asks for it, obtains the TLS identity, binds the
 //! WhatsApp TLS and trunk UDP/TCP transports, and runs the call [`Runtime`] with real adapters
-//! (digest responders, SDP offer/answer on `media::sdp`, record/registry consumer) until
-//! `shutdown` resolves.
+//! (digest responders, SDP offer/answer on `media::sdp` or `media::webrtc`, record/registry
+//! consumer) and the media workers (`gateway/media.rs`) until `shutdown` resolves.
 //!
 //! Guarantees: nothing is started unless every listener binds; on shutdown the signalling task
 //! ends every call in progress (BYE/CANCEL/503, records completed) and stops after a bounded
 //! drain (≤ 2 s), then every queued record is flushed (bounded wait) before `run` returns.
-//! Media is negotiated (SDP with RTP ports from the profiles' ranges) but not relayed yet.
+//! Media: each call's RTP ports are bound before they are advertised; the relay runs in the
+//! media workers from the call's first `MediaAction::Start` to its `Stop`; the workers stop
+//! after the signalling task.
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
