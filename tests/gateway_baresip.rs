@@ -13,27 +13,14 @@
 mod gateway_support;
 
 use gateway_support::*;
+
+mod baresip_support;
+use baresip_support::wav_rms;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const USER: &str = "+15551234567";
-
-/// (samples, RMS) of a 16-bit PCM WAV, reading from the `data` chunk to the end of the file.
-fn wav_rms(path: &Path) -> (usize, f64) {
-    let data = std::fs::read(path).unwrap();
-    let at = data
-        .windows(4)
-        .position(|w| w == b"data")
-        .expect("WAV data chunk")
-        + 8;
-    let samples: Vec<i16> = data[at.min(data.len())..]
-        .chunks_exact(2)
-        .map(|c| i16::from_le_bytes([c[0], c[1]]))
-        .collect();
-    let sum: f64 = samples.iter().map(|s| f64::from(*s) * f64::from(*s)).sum();
-    (samples.len(), (sum / samples.len().max(1) as f64).sqrt())
-}
 
 struct Baresip {
     proc: Proc,

@@ -54,30 +54,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod baresip_support;
+use baresip_support::{FakeDns, wav_stats};
+
 const NUMBER: &str = "+15550001111";
 const USER: &str = "+15551234567";
-
-/// (samples, RMS, left-channel frequency over the last second) of a 16-bit stereo 48 kHz
-/// PCM WAV, reading from the `data` chunk to the end of the file.
-fn wav_stats(path: &Path) -> (usize, f64, f64) {
-    let data = std::fs::read(path).unwrap();
-    let at = data
-        .windows(4)
-        .position(|w| w == b"data")
-        .expect("WAV data chunk")
-        + 8;
-    let samples: Vec<i16> = data[at.min(data.len())..]
-        .chunks_exact(2)
-        .map(|c| i16::from_le_bytes([c[0], c[1]]))
-        .collect();
-    let sum: f64 = samples.iter().map(|s| f64::from(*s) * f64::from(*s)).sum();
-    let rms = (sum / samples.len().max(1) as f64).sqrt();
-    let left: Vec<i16> = samples.iter().step_by(2).copied().collect();
-    let last = &left[left.len().saturating_sub(48_000)..];
-    let crossings = last.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();
-    let hz = crossings as f64 / 2.0 / (last.len().max(1) as f64 / 48_000.0);
-    (samples.len(), rms, hz)
-}
 
 /// An even base for a block of 400 RTP ports that are free right now, outside the gateway's
 /// ranges (SIPp takes the ports above `-mp`).
@@ -214,87 +195,7 @@ fn ec_shim(dir: &Path) -> (PathBuf, PathBuf) {
     (so, pem)
 }
 
-/// A tiny DNS responder on 127.0.0.1 (UDP) for baresip only: `A gateway.whatsip.test` →
-/// 127.0.0.1, an empty answer for its other types, NXDOMAIN for anything else. Stops when
-/// dropped.
-struct FakeDns {
-    port: u16,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
 const GATEWAY_HOST: &str = "gateway.whatsip.test";
-
-impl FakeDns {
-    fn start() -> FakeDns {
-        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let port = sock.local_addr().unwrap().port();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let halt = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut buf = [0u8; 1500];
-            while !halt.load(std::sync::atomic::Ordering::Relaxed) {
-                let Ok((n, from)) = sock.recv_from(&mut buf) else {
-                    continue;
-                };
-                if let Some(reply) = Self::answer(&buf[..n]) {
-                    let _ = sock.send_to(&reply, from);
-                }
-            }
-        });
-        FakeDns {
-            port,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn answer(q: &[u8]) -> Option<Vec<u8>> {
-        if q.len() < 12 || q[2] & 0x80 != 0 || u16::from_be_bytes([q[4], q[5]]) != 1 {
-            return None;
-        }
-        let mut at = 12;
-        let mut labels = Vec::new();
-        loop {
-            let len = usize::from(*q.get(at)?);
-            at += 1;
-            if len == 0 {
-                break;
-            }
-            if len > 63 {
-                return None;
-            }
-            labels.push(String::from_utf8_lossy(q.get(at..at + len)?).to_ascii_lowercase());
-            at += len;
-        }
-        let qtype = u16::from_be_bytes([*q.get(at)?, *q.get(at + 1)?]);
-        let question = q.get(12..at + 4)?;
-        let ours = labels.join(".") == GATEWAY_HOST;
-        let mut r = Vec::with_capacity(64);
-        r.extend_from_slice(&q[..2]);
-        r.push(0x84 | (q[2] & 0x01)); // QR, AA, RD copied
-        r.push(if ours { 0x80 } else { 0x83 }); // RA; NOERROR or NXDOMAIN
-        r.extend_from_slice(&1u16.to_be_bytes());
-        r.extend_from_slice(&u16::from(ours && qtype == 1).to_be_bytes());
-        r.extend_from_slice(&[0, 0, 0, 0]);
-        r.extend_from_slice(question);
-        if ours && qtype == 1 {
-            r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 1]);
-        }
-        Some(r)
-    }
-}
-
-impl Drop for FakeDns {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 /// The gateway's log without ANSI colour sequences (`ESC [ … m`).
 fn gateway_log(dir: &Path) -> String {
@@ -353,7 +254,7 @@ fn baresip_as_meta_calls_a_dtls_number_with_ice_and_hears_the_echo() {
     wait_up(&mut gw, ports.http);
     let ca = dir.path().join("var/sandbox/ca.pem");
     eventually(10, "the sandbox CA", || ca.exists().then_some(()));
-    let dns = FakeDns::start();
+    let dns = FakeDns::start(&[GATEWAY_HOST], &[]);
 
     // The PBX: SIPp answers with Opus and echoes every RTP packet back (-rtp_echo).
     let work = dir.path().join("sipp");
@@ -400,7 +301,7 @@ fn baresip_as_meta_calls_a_dtls_number_with_ice_and_hears_the_echo() {
              snd_path\t\t{rec}\n\
              net_interface\t\t127.0.0.1\nrtp_timeout\t\t0\nrtcp_mux\t\tyes\n",
             ca = ca.display(),
-            dns = dns.port,
+            dns = dns.port(),
             rec = rec.display(),
         ),
     )

@@ -48,138 +48,8 @@ use whatsip::sip::auth::Algorithm;
 
 const PNID: &str = "106540352242922";
 
-/// (samples, RMS) of a 16-bit PCM WAV; reads up to the end of the file from the `data`
-/// chunk, so a header whose sizes were never finalised still works.
-fn wav_rms(path: &Path) -> (usize, f64) {
-    let data = std::fs::read(path).unwrap();
-    let at = data
-        .windows(4)
-        .position(|w| w == b"data")
-        .expect("WAV data chunk")
-        + 8;
-    let samples: Vec<i16> = data[at.min(data.len())..]
-        .chunks_exact(2)
-        .map(|c| i16::from_le_bytes([c[0], c[1]]))
-        .collect();
-    let sum: f64 = samples.iter().map(|s| f64::from(*s) * f64::from(*s)).sum();
-    (samples.len(), (sum / samples.len().max(1) as f64).sqrt())
-}
-
-/// A minimal authoritative DNS responder over UDP on 127.0.0.1 for Meta's SIP host names:
-/// A → 127.0.0.1, SRV `_sips._tcp.wa.meta.vc` → the edge's port; records every question
-/// (name, type) it got. Malformed datagrams are ignored.
-struct FakeDns {
-    addr: SocketAddr,
-    questions: std::sync::Arc<std::sync::Mutex<Vec<(String, u16)>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-const META_HOSTS: [&str; 2] = ["wa.meta.vc", "onevc-sip-proxy.fbinfra.net"];
-const TYPE_A: u16 = 1;
-const TYPE_SRV: u16 = 33;
-
-impl FakeDns {
-    async fn start(edge_port: u16) -> FakeDns {
-        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = sock.local_addr().unwrap();
-        let questions = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let seen = questions.clone();
-        let task = tokio::spawn(async move {
-            let mut buf = [0u8; 1500];
-            loop {
-                let Ok((n, from)) = sock.recv_from(&mut buf).await else {
-                    return;
-                };
-                let Some((name, qtype, reply)) = Self::answer(&buf[..n], edge_port) else {
-                    continue;
-                };
-                seen.lock().unwrap().push((name, qtype));
-                let _ = sock.send_to(&reply, from).await;
-            }
-        });
-        FakeDns {
-            addr,
-            questions,
-            task,
-        }
-    }
-
-    fn questions(&self) -> Vec<(String, u16)> {
-        self.questions.lock().unwrap().clone()
-    }
-
-    /// (question name, type, response) for a one-question query.
-    fn answer(q: &[u8], edge_port: u16) -> Option<(String, u16, Vec<u8>)> {
-        if q.len() < 12 || q[2] & 0x80 != 0 || u16::from_be_bytes([q[4], q[5]]) != 1 {
-            return None;
-        }
-        let mut at = 12;
-        let mut labels = Vec::new();
-        loop {
-            let len = usize::from(*q.get(at)?);
-            at += 1;
-            if len == 0 {
-                break;
-            }
-            if len > 63 {
-                return None; // no compression in questions
-            }
-            labels.push(String::from_utf8_lossy(q.get(at..at + len)?).to_ascii_lowercase());
-            at += len;
-        }
-        let qtype = u16::from_be_bytes([*q.get(at)?, *q.get(at + 1)?]);
-        let question = q.get(12..at + 4)?;
-        let name = labels.join(".");
-        let mut answers: Vec<(u16, Vec<u8>)> = Vec::new();
-        let known = META_HOSTS.contains(&name.as_str());
-        let srv_of = name.strip_prefix("_sips._tcp.");
-        match qtype {
-            TYPE_A if known => answers.push((TYPE_A, vec![127, 0, 0, 1])),
-            TYPE_SRV if srv_of == Some("wa.meta.vc") => {
-                let mut rdata = Vec::new();
-                rdata.extend_from_slice(&0u16.to_be_bytes()); // priority
-                rdata.extend_from_slice(&0u16.to_be_bytes()); // weight
-                rdata.extend_from_slice(&edge_port.to_be_bytes());
-                for l in ["wa", "meta", "vc"] {
-                    rdata.push(l.len() as u8);
-                    rdata.extend_from_slice(l.as_bytes());
-                }
-                rdata.push(0);
-                answers.push((TYPE_SRV, rdata));
-            }
-            _ => {}
-        }
-        // NOERROR (empty) for other types of Meta's names, NXDOMAIN for anything else
-        let rcode: u8 = if known || srv_of == Some("wa.meta.vc") {
-            0
-        } else {
-            3
-        };
-        let mut r = Vec::with_capacity(512);
-        r.extend_from_slice(&q[..2]); // id
-        r.push(0x84 | (q[2] & 0x01)); // QR, AA, RD copied
-        r.push(0x80 | rcode); // RA, rcode
-        r.extend_from_slice(&1u16.to_be_bytes());
-        r.extend_from_slice(&(answers.len() as u16).to_be_bytes());
-        r.extend_from_slice(&[0, 0, 0, 0]);
-        r.extend_from_slice(question);
-        for (t, rdata) in answers {
-            r.extend_from_slice(&[0xc0, 0x0c]); // name: the question's
-            r.extend_from_slice(&t.to_be_bytes());
-            r.extend_from_slice(&1u16.to_be_bytes()); // IN
-            r.extend_from_slice(&60u32.to_be_bytes());
-            r.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
-            r.extend_from_slice(&rdata);
-        }
-        Some((name, qtype, r))
-    }
-}
-
-impl Drop for FakeDns {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+mod baresip_support;
+use baresip_support::{FakeDns, wav_rms};
 
 async fn get_json(url: String) -> serde_json::Value {
     reqwest::Client::new()
@@ -226,7 +96,10 @@ async fn baresip_business_side_calls_a_sandbox_user_over_tls_sdes_opus() {
     .await;
     let http = sb.running.http_addr;
     let edge = sb.edge();
-    let dns = FakeDns::start(edge.port()).await;
+    let dns = FakeDns::start(
+        &["wa.meta.vc", "onevc-sip-proxy.fbinfra.net"],
+        &[("_sips._tcp.wa.meta.vc", "wa.meta.vc", edge.port())],
+    );
 
     // The host configured for the number: baresip's From host.
     let numbers = get_json(format!("http://{http}/sandbox/numbers")).await;

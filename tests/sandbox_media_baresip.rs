@@ -10,7 +10,6 @@
 //! each.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,6 +25,9 @@ impl Drop for KillOnDrop {
     }
 }
 
+mod baresip_support;
+use baresip_support::wav_rms;
+
 fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
     msg.split("\r\n")
         .take_while(|l| !l.is_empty())
@@ -37,22 +39,6 @@ fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
 
 fn body(msg: &str) -> &str {
     msg.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("")
-}
-
-fn wav_rms(path: &Path) -> (usize, f64) {
-    let data = std::fs::read(path).unwrap();
-    // Find the "data" chunk of the RIFF file; samples are 16-bit little-endian.
-    let at = data
-        .windows(4)
-        .position(|w| w == b"data")
-        .expect("WAV data chunk")
-        + 8;
-    let samples: Vec<i16> = data[at..]
-        .chunks_exact(2)
-        .map(|c| i16::from_le_bytes([c[0], c[1]]))
-        .collect();
-    let sum: f64 = samples.iter().map(|s| f64::from(*s) * f64::from(*s)).sum();
-    (samples.len(), (sum / samples.len().max(1) as f64).sqrt())
 }
 
 #[tokio::test]
