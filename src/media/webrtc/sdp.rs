@@ -52,11 +52,27 @@ fn join(lines: impl Iterator<Item = String>) -> String {
     out
 }
 
-/// The first `a=setup` value (session or media level).
+/// The `a=setup` that applies to the first media section: its own when it has a valid one,
+/// else the session-level one (RFC 4145 §4: media level overrides session level). Values that
+/// do not parse are ignored.
 pub fn setup_of(sdp: &str) -> Option<Setup> {
-    lines(sdp)
-        .find_map(|l| l.strip_prefix("a=setup:"))
-        .and_then(Setup::parse)
+    let parse = |l: &str| l.strip_prefix("a=setup:").and_then(Setup::parse);
+    let (mut session, mut media, mut in_media) = (None, None, false);
+    for l in lines(sdp) {
+        if l.starts_with("m=") {
+            if in_media {
+                break;
+            }
+            in_media = true;
+        } else if let Some(v) = parse(l) {
+            if in_media {
+                media.get_or_insert(v);
+            } else {
+                session.get_or_insert(v);
+            }
+        }
+    }
+    media.or(session)
 }
 
 /// Replace every `a=setup:<from>` line with `a=setup:<to>`.
@@ -223,6 +239,29 @@ pub fn audio_payload_types(sdp: &str) -> (Option<u8>, Option<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn media_level_setup_wins_and_garbage_is_ignored() {
+        let sdp = "v=0\r\na=setup:acdpass\r\nm=audio 9 X 0\r\na=setup:actpass\r\n";
+        assert_eq!(setup_of(sdp), Some(Setup::ActPass));
+        let sdp = "v=0\r\na=setup:active\r\nm=audio 9 X 0\r\na=setup:bogus\r\n";
+        assert_eq!(setup_of(sdp), Some(Setup::Active));
+        let sdp = "v=0\r\na=setup:passive\r\nm=audio 9 X 0\r\na=setup:actpass\r\nm=video 9 X 0\r\na=setup:active\r\n";
+        assert_eq!(setup_of(sdp), Some(Setup::ActPass));
+        assert_eq!(setup_of("v=0\r\nm=audio 9 X 0\r\n"), None);
+    }
+
+    /// Fuzz reproducer (`fuzz/fuzz_targets/webrtc_offer.rs`): a garbled session-level
+    /// `a=setup` before a valid media-level `actpass` made us answer `passive`, so nobody
+    /// would have started DTLS.
+    #[test]
+    fn fuzz_reproducer_garbled_session_setup_is_answered_active() {
+        let offer = include_str!("../../../tests/data/fuzz/webrtc_offer_bad_session_setup.sdp");
+        let cfg = super::super::WebrtcConfig::new("127.0.0.1:40000".parse().unwrap());
+        let (_leg, answer) =
+            super::super::WebrtcLeg::answer_offer(std::time::Instant::now(), &cfg, offer).unwrap();
+        assert!(answer.contains("a=setup:active"), "{answer}");
+    }
 
     const OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=ice-lite\r\n\
         m=audio 3482 UDP/TLS/RTP/SAVPF 109 9 101\r\nc=IN IP4 31.13.65.130\r\n\
