@@ -4,7 +4,8 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use std::time::Instant;
-use whatsip::media::webrtc::{WebrtcConfig, WebrtcLeg};
+use whatsip::media::webrtc::sdp::setup_of;
+use whatsip::media::webrtc::{Setup, WebrtcConfig, WebrtcLeg};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -12,11 +13,12 @@ fuzz_target!(|data: &[u8]| {
     };
     let cfg = WebrtcConfig::new("127.0.0.1:40000".parse().unwrap());
     if let Ok((mut leg, answer)) = WebrtcLeg::answer_offer(Instant::now(), &cfg, text) {
-        // We are the DTLS client unless the offerer insists on being it (RFC 5763 §5).
-        let want = if text.contains("a=setup:active") && !text.contains("a=setup:actpass") {
-            "a=setup:"
-        } else {
-            "a=setup:active"
+        // We are the DTLS client whenever the offer lets us (actpass, as Meta sends, or
+        // passive); an offer that is `active` or names no valid role (RFC 4145's default:
+        // active) gets `passive`.
+        let want = match setup_of(text) {
+            Some(Setup::ActPass) | Some(Setup::Passive) => "a=setup:active",
+            _ => "a=setup:passive",
         };
         assert!(answer.contains(want), "{answer}");
         leg.handle_timeout(Instant::now());
