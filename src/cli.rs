@@ -75,6 +75,25 @@ pub struct SandboxArgs {
     /// Give up (CANCEL) on user-initiated calls not answered within this many seconds.
     #[arg(long, default_value_t = 60)]
     pub unanswered_timeout_s: u64,
+    /// RTP ports of the sandbox users, `START-END` (even ports taken in turn; with `--seed`
+    /// the SDP is then byte-identical across runs). Default: any free port.
+    #[arg(long, value_parser = parse_port_range)]
+    pub rtp_ports: Option<std::ops::RangeInclusive<u16>>,
+}
+
+/// `START-END` with `START <= END`.
+fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?}: expected START-END"))?;
+    let (a, b): (u16, u16) = (
+        a.trim().parse().map_err(|e| format!("{a:?}: {e}"))?,
+        b.trim().parse().map_err(|e| format!("{b:?}: {e}"))?,
+    );
+    if a == 0 || a > b {
+        return Err(format!("{s:?}: need 0 < START <= END"));
+    }
+    Ok(a..=b)
 }
 
 /// Where the Graph API is and how to talk to it. Without `--phone-number-id`, the number
@@ -270,4 +289,18 @@ pub struct CdrArgs {
     /// Only calls in this state (Completed, Rejected, Failed, Accepted, …).
     #[arg(long)]
     pub state: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_port_range;
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(parse_port_range("42000-42999"), Ok(42000..=42999));
+        assert!(parse_port_range("42999-42000").is_err());
+        assert!(parse_port_range("0-10").is_err());
+        assert!(parse_port_range("42000").is_err());
+        assert!(parse_port_range("a-b").is_err());
+    }
 }

@@ -111,7 +111,7 @@ fn main() -> ExitCode {
                 )]),
                 unanswered_timeout: std::time::Duration::from_secs(args.unanswered_timeout_s),
                 extra_roots_pem: None,
-                rtp_ports: None,
+                rtp_ports: args.rtp_ports.clone(),
                 ..Default::default()
             };
             let state = whatsip::sandbox::SandboxState::new(whatsip::sandbox::SandboxOptions {
