@@ -15,52 +15,12 @@ mod gateway_support;
 use gateway_support::*;
 
 mod baresip_support;
-use baresip_support::wav_rms;
-use std::path::{Path, PathBuf};
+use baresip_support::{Baresip, wav_rms};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const USER: &str = "+15551234567";
-
-struct Baresip {
-    proc: Proc,
-    dir: PathBuf,
-}
-
-impl Baresip {
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("baresip.log")).unwrap_or_default()
-    }
-
-    /// SIGTERM (so it closes its recording), then kill if it lingers (≤ 5 s).
-    fn stop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.proc.0.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.proc.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.proc.0.kill();
-        let _ = self.proc.0.wait();
-    }
-
-    /// baresip's recording of what it decoded: (samples, RMS).
-    fn recording(&self) -> (usize, f64) {
-        let dec: Vec<_> = std::fs::read_dir(self.dir.join("rec"))
-            .unwrap()
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.to_string_lossy().ends_with("-dec.wav"))
-            .collect();
-        assert_eq!(dec.len(), 1, "baresip recordings: {dec:?}\n{}", self.log());
-        wav_rms(&dec[0])
-    }
-}
 
 /// Starts baresip on `sip_port` with a plain-RTP Opus account `aor` (auto-answer), running
 /// `command` (e.g. `/dial …`) once up; it quits by itself after 40 s.
@@ -110,10 +70,7 @@ fn baresip(dir: &Path, sip_port: u16, aor: &str, command: Option<&str>) -> Bares
         .stderr(log)
         .spawn()
         .expect("baresip installed (scripts/test installs baresip-core)");
-    Baresip {
-        proc: Proc(child),
-        dir: conf,
-    }
+    Baresip { child, dir: conf }
 }
 
 /// `dtls`: the business number uses DTLS-SRTP + ICE toward WhatsApp (Meta's default) instead
@@ -174,7 +131,7 @@ fn assert_key_exchange(call: &serde_json::Value, dtls: bool) {
 }
 
 fn assert_recorded_tone(bs: &Baresip) {
-    let (samples, rms) = bs.recording();
+    let (samples, rms) = wav_rms(&bs.decoded_wav());
     assert!(
         samples > 24_000,
         "baresip's recording too short: {samples} samples\n{}",

@@ -55,68 +55,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod baresip_support;
-use baresip_support::{FakeDns, wav_stats};
+use baresip_support::{Baresip, FakeDns, wav_stats};
 
 const NUMBER: &str = "+15550001111";
 const USER: &str = "+15551234567";
-
-/// An even base for a block of 400 RTP ports that are free right now, outside the gateway's
-/// ranges (SIPp takes the ports above `-mp`).
-fn rtp_block() -> u16 {
-    for _ in 0..50 {
-        let base = (free_port() % 20_000 + 10_000) & !1;
-        let clear = (base..base + 400).step_by(37).all(|p| {
-            std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
-                && !(30000..31000).contains(&p)
-                && !(40000..41000).contains(&p)
-        });
-        if clear {
-            return base;
-        }
-    }
-    panic!("no free RTP block");
-}
-
-struct Baresip {
-    proc: Proc,
-    dir: PathBuf,
-}
-
-impl Baresip {
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("baresip.log")).unwrap_or_default()
-    }
-
-    /// SIGTERM (baresip hangs up and closes its recording), then kill if it lingers (≤ 5 s).
-    fn stop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.proc.0.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.proc.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.proc.0.kill();
-        let _ = self.proc.0.wait();
-    }
-
-    /// baresip's recording of what it decoded: (samples, RMS, frequency of the left channel
-    /// from its zero crossings over the last second).
-    fn recording(&self) -> (usize, f64, f64) {
-        let dec: Vec<_> = std::fs::read_dir(self.dir.join("rec"))
-            .unwrap()
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.to_string_lossy().ends_with("-dec.wav"))
-            .collect();
-        assert_eq!(dec.len(), 1, "baresip recordings: {dec:?}\n{}", self.log());
-        wav_stats(&dec[0])
-    }
-}
 
 /// LD_PRELOAD shim: baresip 1.0's `dtls_srtp` module makes its DTLS certificate with
 /// libre's `tls_set_selfsigned_rsa()`; this replaces that one function so the module loads
@@ -334,10 +276,7 @@ fn baresip_as_meta_calls_a_dtls_number_with_ice_and_hears_the_echo() {
         .stderr(log)
         .spawn()
         .expect("baresip installed (scripts/test installs baresip-core)");
-    let mut bs = Baresip {
-        proc: Proc(child),
-        dir: conf,
-    };
+    let mut bs = Baresip { child, dir: conf };
 
     // Media both ways through the relay: ≥ 100 packets (2 s) each way on the live call.
     let deadline = Instant::now() + Duration::from_secs(25);
@@ -437,7 +376,7 @@ fn baresip_as_meta_calls_a_dtls_number_with_ice_and_hears_the_echo() {
     );
 
     // baresip decoded the echoed 440 Hz tone.
-    let (samples, rms, hz) = bs.recording();
+    let (samples, rms, hz) = wav_stats(&bs.decoded_wav());
     assert!(
         samples >= 96_000,
         "recording too short: {samples} samples\n{log}"

@@ -181,24 +181,6 @@ fn uac(
     sipp_spawn(dir, scenario, &args)
 }
 
-/// An even base for a block of 400 RTP ports that are free right now (SIPp 3.6.1's
-/// `rtp_stream` takes the ports above `-mp`; the gateway's ranges are 30000–30999 /
-/// 40000–40999).
-fn rtp_block() -> u16 {
-    for _ in 0..50 {
-        let base = (free_port() % 20_000 + 10_000) & !1;
-        let clear = (base..base + 400).step_by(37).all(|p| {
-            std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
-                && !(30000..31000).contains(&p)
-                && !(40000..41000).contains(&p)
-        });
-        if clear {
-            return base;
-        }
-    }
-    panic!("no free RTP block");
-}
-
 #[test]
 fn sipp_pbx_places_50_calls_with_rtp_hung_up_by_each_side() {
     sipp_50_calls(false);

@@ -4,11 +4,61 @@
 #![allow(dead_code)]
 
 use std::net::{SocketAddr, UdpSocket};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// A running baresip whose config folder is `dir` (log in `baresip.log`, recordings in
+/// `rec/`). Killed when dropped.
+pub struct Baresip {
+    pub child: Child,
+    pub dir: PathBuf,
+}
+
+impl Baresip {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("baresip.log")).unwrap_or_default()
+    }
+
+    /// SIGTERM (baresip hangs up and closes its recording), then kill if it lingers (≤ 5 s).
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The one recording of what baresip decoded (`sndfile`'s `…-dec.wav`).
+    pub fn decoded_wav(&self) -> PathBuf {
+        let dec: Vec<_> = std::fs::read_dir(self.dir.join("rec"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().ends_with("-dec.wav"))
+            .collect();
+        assert_eq!(dec.len(), 1, "baresip recordings: {dec:?}\n{}", self.log());
+        dec[0].clone()
+    }
+}
+
+impl Drop for Baresip {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 /// 16-bit PCM samples of a WAV, read from the `data` chunk to the end of the file (so a
 /// header whose sizes were never finalised still works).

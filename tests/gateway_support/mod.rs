@@ -620,3 +620,21 @@ pub fn sipp_errors(dir: &Path) -> String {
     }
     all
 }
+
+/// An even base for a block of 400 RTP ports that are free right now (SIPp 3.6.1's
+/// `rtp_stream` takes the ports above `-mp`; the gateway's ranges are 30000–30999 /
+/// 40000–40999).
+pub fn rtp_block() -> u16 {
+    for _ in 0..50 {
+        let base = (free_port() % 20_000 + 10_000) & !1;
+        let clear = (base..base + 400).step_by(37).all(|p| {
+            std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
+                && !(30000..31000).contains(&p)
+                && !(40000..41000).contains(&p)
+        });
+        if clear {
+            return base;
+        }
+    }
+    panic!("no free RTP block");
+}
