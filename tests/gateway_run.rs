@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod gateway_support;
-use gateway_support::{Gateway, Ports, free_port, start, write_profiles};
+use gateway_support::{Gateway, Ports, free_port, read_stream_message, start, write_profiles};
 
 /// `write_profiles` with the shipped profiles unchanged but for the ports.
 fn shipped_profiles(dir: &Path, p: &Ports) -> PathBuf {
@@ -286,41 +286,6 @@ fn business_initiated_call_without_permission_gets_403_and_a_record() {
         "{metrics}"
     );
     assert!(sigterm(&mut gw).success());
-}
-
-/// Reads one SIP message from a stream (headers up to the blank line, then Content-Length
-/// bytes of body), keeping what follows in `buf`.
-fn read_stream_message(s: &mut impl Read, buf: &mut Vec<u8>) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (n, v) = l.split_once(':')?;
-                    (n.eq_ignore_ascii_case("content-length") || n == "l")
-                        .then(|| v.trim().parse().ok())?
-                })
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + len {
-                let msg: Vec<u8> = buf.drain(..end + 4 + len).collect();
-                return String::from_utf8_lossy(&msg).into_owned();
-            }
-        }
-        assert!(Instant::now() < deadline, "no complete message within 10 s");
-        let mut chunk = [0u8; 8192];
-        match s.read(&mut chunk) {
-            Ok(0) => panic!("connection closed"),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => panic!("read: {e}"),
-        }
-    }
 }
 
 fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {

@@ -6,23 +6,15 @@
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod gateway_support;
-use gateway_support::{Ports, free_port, write_profiles};
-
-/// Kills the child when the test ends, however it ends.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use gateway_support::{
+    Ports, Proc, eventually, free_port, header, read_stream_message, sipp_errors, write_profiles,
+};
 
 struct Gateway {
     proc: Proc,
@@ -112,21 +104,9 @@ fn json(port: u16, path: &str) -> serde_json::Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
 }
 
-/// Polls `f` every 100 ms until it returns `Some`, at most `secs` seconds.
-fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// The first closed record.
 fn closed_record(port: u16) -> serde_json::Value {
-    wait_for(10, "closed record", || {
+    eventually(10, "closed record", || {
         json(port, "/records")
             .as_array()
             .and_then(|a| a.first().cloned())
@@ -139,13 +119,6 @@ fn trunk_state(port: u16) -> String {
         .as_str()
         .unwrap_or_default()
         .to_owned()
-}
-
-fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
-    msg.lines().find_map(|l| {
-        let (n, v) = l.split_once(':')?;
-        n.trim().eq_ignore_ascii_case(name).then_some(v.trim())
-    })
 }
 
 /// A plain UDP PBX: answers INVITE with 180 then 200 (PCMU), BYE and OPTIONS with 200; logs
@@ -253,7 +226,7 @@ fn sandbox_call(gw: &Gateway, from: &str, duration: u32) -> serde_json::Value {
         .as_str()
         .unwrap()
         .to_owned();
-    wait_for(25, "sandbox call final", || {
+    eventually(25, "sandbox call final", || {
         let c = json(gw.ports.sandbox_http, &format!("/sandbox/calls/{id}"));
         matches!(
             c["state"].as_str(),
@@ -361,16 +334,6 @@ fn sipp(dir: &Path, scenario: &str, extra: &[&str]) -> std::process::Output {
         .expect("sipp runs")
 }
 
-fn sipp_errors(dir: &Path) -> String {
-    let mut all = String::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        if e.file_name().to_string_lossy().ends_with("_errors.log") {
-            all += &std::fs::read_to_string(e.path()).unwrap_or_default();
-        }
-    }
-    all
-}
-
 /// A trunk with `[inbound_auth]`: SIPp's INVITE gets 401, its retry with the right
 /// credentials connects to the sandbox user; the wrong password gets 403.
 #[test]
@@ -455,7 +418,7 @@ fn trunk_qualify_follows_a_sipp_peer_and_a_down_trunk_refuses_calls_503() {
         }
     });
     let (http, peer) = (gw.ports.http, gw.ports.pbx_peer);
-    wait_for(10, "trunk down without a peer", || {
+    eventually(10, "trunk down without a peer", || {
         (trunk_state(http) == "down").then_some(())
     });
     let (status, _) = http_get(http, "/healthz").unwrap();
@@ -490,7 +453,7 @@ fn trunk_qualify_follows_a_sipp_peer_and_a_down_trunk_refuses_calls_503() {
 
     let work = tempfile::tempdir().unwrap();
     let mut sipp_peer = options_peer(work.path(), peer);
-    wait_for(10, "trunk up with a SIPp peer", || {
+    eventually(10, "trunk up with a SIPp peer", || {
         (trunk_state(http) == "up").then_some(())
     });
     let (status, _) = http_get(http, "/healthz").unwrap();
@@ -498,11 +461,11 @@ fn trunk_qualify_follows_a_sipp_peer_and_a_down_trunk_refuses_calls_503() {
     let _ = sipp_peer.0.kill();
     let _ = sipp_peer.0.wait();
     drop(sipp_peer);
-    wait_for(10, "trunk down after the peer died", || {
+    eventually(10, "trunk down after the peer died", || {
         (trunk_state(http) == "down").then_some(())
     });
     let _again = options_peer(work.path(), peer);
-    wait_for(10, "trunk up after the peer restarted", || {
+    eventually(10, "trunk up after the peer restarted", || {
         (trunk_state(http) == "up").then_some(())
     });
 }
@@ -552,35 +515,6 @@ fn first_call_to_a_user_without_permission_is_refused_by_the_gateway() {
     assert_eq!(r["reason"]["sip_code"], 403, "{r:#}");
     assert_eq!(r["reason"]["meta_code"], 138006, "{r:#}");
     assert_eq!(r["pbx_call_id"], "np1@pbx", "{r:#}");
-}
-
-/// Reads one SIP message from a stream.
-fn read_stream_message(s: &mut impl Read, buf: &mut Vec<u8>) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-            let len: usize = header(&head, "Content-Length")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + len {
-                let msg: Vec<u8> = buf.drain(..end + 4 + len).collect();
-                return String::from_utf8_lossy(&msg).into_owned();
-            }
-        }
-        assert!(Instant::now() < deadline, "no complete message within 10 s");
-        let mut chunk = [0u8; 8192];
-        match s.read(&mut chunk) {
-            Ok(0) => panic!("connection closed"),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => panic!("read: {e}"),
-        }
-    }
 }
 
 /// A connected user-initiated call ("Meta" over TLS, the UDP PBX answering); SIGTERM → both
@@ -662,7 +596,7 @@ fn sigterm_hangs_up_a_connected_call_on_both_legs_and_completes_its_record() {
         .unwrap();
     meta.write_all(msg(&format!("ACK {ruri} SIP/2.0"), "1 ACK", "sd2", &to_tag, "").as_bytes())
         .unwrap();
-    wait_for(10, "call accepted", || {
+    eventually(10, "call accepted", || {
         http_get(gw.ports.http, "/calls")
             .filter(|(_, b)| b.contains("\"Accepted\""))
             .map(|_| ())
@@ -699,7 +633,7 @@ fn sigterm_hangs_up_a_connected_call_on_both_legs_and_completes_its_record() {
     }
     ok += "Content-Length: 0\r\n\r\n";
     meta.write_all(ok.as_bytes()).unwrap();
-    let status = wait_for(15, "exit after SIGTERM", || gw.proc.0.try_wait().unwrap());
+    let status = eventually(15, "exit after SIGTERM", || gw.proc.0.try_wait().unwrap());
     assert!(status.success(), "{status}");
     assert_eq!(pbx.received("BYE").len(), 1, "the PBX got a BYE too");
 
